@@ -1,0 +1,292 @@
+"""YAML -> validated, frozen configuration.
+
+Every error names the dotted key, the file and line, and what is allowed. Each plugin declares its own settings
+model and reads only its own section (``plugins.<name>``) through :meth:`Config.plugin_settings`.
+
+Overrides, strongest first: CLI ``--set key=value``, environment ``PHOTOTAG_<KEY>`` (``__`` for nesting, e.g.
+``PHOTOTAG_METADATA__MODE=embed``), the config file, the built-in defaults (equal to the shipped config.yaml).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import ConfigError
+
+M = TypeVar("M", bound=BaseModel)
+
+ENV_PREFIX = "PHOTOTAG_"
+DEFAULT_EXTENSIONS = (
+    ".jpg", ".jpeg", ".png", ".tif", ".tiff", ".webp", ".heic", ".heif",
+    ".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf",
+)  # fmt: skip
+
+
+def _state_home() -> Path:
+    return Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state") / "phototag"
+
+
+class Section(BaseModel):
+    """Base of every config section: frozen, unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class PluginSettings(Section):
+    """Base for a plugin's own settings; every plugin section has ``enabled``."""
+
+    enabled: bool = True
+    device: str | None = None
+    """Per-plugin device override (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); defaults to the global."""
+
+
+class MetadataSettings(Section):
+    mode: Literal["sidecar", "embed"] = "sidecar"
+    """``sidecar`` writes ``photo.jpg.xmp`` beside the photo; ``embed`` writes into the file (pixels untouched)."""
+    sidecar_name: Literal["append", "replace"] = "append"
+    """``append``: ``photo.jpg.xmp`` (darktable, digiKam, Immich); ``replace``: ``photo.xmp`` (Lightroom, C1)."""
+    keyword_root: str = "AI"
+    """Root of phototag's keyword hierarchy (``AI|Animals|Cat``). Empty string: no root."""
+    caption: Literal["keep", "replace"] = "keep"
+    """``keep`` never overwrites a caption phototag did not write; ``replace`` does."""
+    min_score: float = Field(0.0, ge=0.0, le=1.0)
+    """Tags below this score stay in the JSON sidecar but are not written as keywords."""
+    json_sidecar: bool = True
+    """Write ``photo.jpg.phototag.json`` with every score, box and model id."""
+    xmp: bool = True
+    """Write XMP/EXIF through exiftool. Off: JSON only."""
+
+
+class ExiftoolSettings(Section):
+    path: str = "exiftool"
+    timeout: float = Field(30.0, gt=0)
+    """Seconds a single exiftool command may take before the process is killed and restarted."""
+
+
+class ImageSettings(Section):
+    max_megapixels: float = Field(120.0, gt=0)
+    """Larger images are refused as possible decompression bombs."""
+    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
+
+    @field_validator("extensions")
+    @classmethod
+    def _dotted_lower(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(e.lower() if e.startswith(".") else "." + e.lower() for e in v)
+
+
+class WatchSettings(Section):
+    stability_delay: float = Field(2.0, ge=0)
+    """Seconds without events and with unchanged size/mtime before a new file is processed."""
+    rescan_interval: float = Field(900.0, ge=0)
+    """Seconds between reconciling rescans (0: only at start)."""
+    polling: bool = False
+    """Poll instead of inotify for every folder (network shares); per folder with ``poll_folders``."""
+    poll_folders: tuple[Path, ...] = ()
+    poll_interval: float = Field(5.0, gt=0)
+    idle_unload: float = Field(600.0, ge=0)
+    """Seconds without work before models are unloaded (0: never)."""
+
+
+class Config(Section):
+    """The whole configuration. ``source`` is where it came from (for messages)."""
+
+    folders: tuple[Path, ...] = ()
+    """Folders ``watch`` watches and ``scan`` scans when no PATH is given."""
+    exclude: tuple[str, ...] = ("*/.*", "*/@eaDir/*", "*/#recycle/*")
+    """Glob patterns (fnmatch on the full path) never processed."""
+    state_db: Path = Field(default_factory=lambda: _state_home() / "state.db")
+    device: str = "auto"
+    """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
+    threads: int = Field(0, ge=0)
+    """Torch threads; 0 picks from the hardware probe."""
+    batch_size: int = Field(8, ge=1, le=1024)
+    decode_workers: int = Field(2, ge=1, le=64)
+    image: ImageSettings = ImageSettings()
+    metadata: MetadataSettings = MetadataSettings()
+    exiftool: ExiftoolSettings = ExiftoolSettings()
+    watch: WatchSettings = WatchSettings()
+    plugins: Mapping[str, Mapping[str, Any]] = Field(default_factory=dict)
+    source: str = "<defaults>"
+    lines: Mapping[str, int] = Field(default_factory=dict, repr=False)
+
+    @field_validator("folders", "state_db", mode="after")
+    @classmethod
+    def _expand(cls, v: Any) -> Any:
+        if isinstance(v, tuple):
+            return tuple(Path(os.path.expandvars(str(p))).expanduser() for p in v)
+        return Path(os.path.expandvars(str(v))).expanduser()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        return check_device(v)
+
+    def where(self, key: str) -> str:
+        """``file:line`` of a dotted key, as precisely as the file allows."""
+        return _where(self.source, self.lines, key)
+
+    def plugin_settings(self, name: str, model: type[M]) -> M:
+        """Validate and return the section ``plugins.<name>`` against the plugin's own settings model."""
+        raw = self.plugins.get(name) or {}
+        if not isinstance(raw, Mapping):
+            raise ConfigError("must be a mapping of settings", f"plugins.{name}", self.where(f"plugins.{name}"))
+        try:
+            return model.model_validate(dict(raw))
+        except ValidationError as e:
+            raise _config_error(e, self.where, prefix=f"plugins.{name}") from None
+
+    def plugin_enabled(self, name: str, default: bool = True) -> bool:
+        raw = self.plugins.get(name) or {}
+        return bool(raw.get("enabled", default)) if isinstance(raw, Mapping) else default
+
+
+def check_device(v: str) -> str:
+    v = v.strip().lower()
+    kind, _, index = v.partition(":")
+    if kind in ("auto", "cpu", "mps") and not index:
+        return v
+    if kind == "cuda" and (not index or index.isdigit()):
+        return v
+    raise ValueError("must be auto, cpu, cuda, cuda:N or mps")
+
+
+# -- loading ------------------------------------------------------------------------------------------------------
+
+
+def _line_map(text: str) -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in the YAML text."""
+    lines: dict[str, int] = {}
+
+    def walk(node: yaml.Node, prefix: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for k, v in node.value:
+                key = f"{prefix}.{k.value}" if prefix else str(k.value)
+                lines[key] = k.start_mark.line + 1
+                walk(v, key)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, v in enumerate(node.value):
+                key = f"{prefix}.{i}"
+                lines[key] = v.start_mark.line + 1
+                walk(v, key)
+
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None:
+        walk(root, "")
+    return lines
+
+
+def _where(source: str, lines: Mapping[str, int], key: str) -> str:
+    parts = key.split(".")
+    while parts:
+        line = lines.get(".".join(parts))
+        if line is not None:
+            return f"{source}:{line}" if line else source
+        parts.pop()
+    return source
+
+
+def _config_error(e: ValidationError, where: Callable[[str], str], prefix: str = "") -> ConfigError:
+    msgs = []
+    first_key = ""
+    for err in e.errors():
+        key = ".".join(str(p) for p in ((prefix,) if prefix else ()) + tuple(err["loc"]))
+        first_key = first_key or key
+        allowed = ""
+        if err["type"] == "extra_forbidden":
+            allowed = " (unknown key: check the spelling against config.yaml)"
+        msgs.append(f"{where(key)}: {key}: {err['msg']}{allowed}, got {err.get('input')!r}")
+    error = ConfigError("\n".join(msgs))
+    error.key = first_key
+    return error
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = [p for p in key.split(".") if p]
+    if not parts:
+        raise ConfigError("empty key in override", key)
+    node = data
+    for p in parts[:-1]:
+        nxt = node.setdefault(p, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"cannot set a key below a non-mapping ({p!r})", key, "override")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
+    """``PHOTOTAG_METADATA__MODE=embed`` -> ``{"metadata.mode": "embed"}`` (PHOTOTAG_CONFIG/PLUGINS excluded)."""
+    out = {}
+    for name, value in environ.items():
+        if name.startswith(ENV_PREFIX) and name not in ("PHOTOTAG_CONFIG", "PHOTOTAG_PLUGINS", "PHOTOTAG_BLOCK"):
+            out[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
+    return out
+
+
+def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
+    """``$PHOTOTAG_CONFIG``, else ``$XDG_CONFIG_HOME/phototag/config.yaml`` if it exists, else None."""
+    environ = os.environ if environ is None else environ
+    if environ.get("PHOTOTAG_CONFIG"):
+        return Path(environ["PHOTOTAG_CONFIG"])
+    base = Path(environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    candidate = base / "phototag" / "config.yaml"
+    return candidate if candidate.is_file() else None
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` (or the default location), apply environment and CLI overrides, validate, freeze."""
+    environ = os.environ if environ is None else environ
+    path = path if path is not None else default_config_path(environ)
+    data: dict[str, Any] = {}
+    lines: dict[str, int] = {}
+    source = "<defaults>"
+    if path is not None:
+        source = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as e:
+            raise ConfigError(f"cannot read the config file: {e.strerror}. Pass an existing file to --config.") from e
+        try:
+            loaded = yaml.safe_load(text)
+            lines = _line_map(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML: {e}", source=source) from e
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("the top level must be a mapping of settings", source=source)
+        data = loaded
+    for key, value in {**env_overrides(environ), **(overrides or {})}.items():
+        try:
+            parsed = yaml.safe_load(value) if value != "" else ""
+        except yaml.YAMLError:
+            parsed = value
+        _set_dotted(data, key, parsed)
+        lines[key] = 0  # 0: set by an override, not a line of the file
+    data["source"] = source
+    data["lines"] = lines
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise _config_error(e, lambda key: _where(source, lines, key)) from None
+
+
+def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """``["metadata.mode=embed"]`` -> ``{"metadata.mode": "embed"}``; a missing ``=`` is a ConfigError."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value, e.g. metadata.mode=embed", "--set")
+        out[key.strip()] = value
+    return out

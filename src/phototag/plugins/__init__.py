@@ -1,0 +1,1 @@
+"""Builtin plugins. Each is registered exactly like an external one (see ``phototag.manager``)."""

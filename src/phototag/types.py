@@ -1,0 +1,217 @@
+"""The data that flows through phototag, and the two interfaces plugins implement.
+
+Data flows one way::
+
+    Photo --decode--> DecodedImage --Analyzer.analyze--> Analysis --(per photo)--> PhotoResult --Writer.write-->
+
+Every type here is plain data: no I/O, no imports of other phototag modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from PIL import Image
+
+Task = Literal["caption", "classify", "detect", "embed", "vqa"]
+TASKS: tuple[Task, ...] = ("caption", "classify", "detect", "embed", "vqa")
+RegionKind = Literal["face", "object"]
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A file on disk, as stat saw it when it was picked up.
+
+    ``content_hash`` is the BLAKE2b-128 hex digest of the bytes; it keys results and embeddings so that a rename
+    costs nothing.
+    """
+
+    path: Path
+    size: int
+    mtime_ns: int
+    content_hash: str
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """A photo decoded for analysis: RGB, EXIF orientation applied, downscaled (never upscaled) for the models.
+
+    ``width``/``height`` are the full orientation-corrected dimensions of the original, which regions are
+    written against (``AppliedToDimensions``); ``image`` may be smaller. Boxes are normalised, so they are the
+    same in both frames.
+    """
+
+    photo: Photo
+    image: Image.Image
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class Tag:
+    """A keyword. ``path`` is the hierarchy below the configured root, ending with ``name``.
+
+    ``Tag("Cat", 0.91, ("Animals", "Cat"))`` is written as ``Cat`` in dc:subject and ``AI|Animals|Cat`` in
+    lr:hierarchicalSubject (root ``AI``).
+    """
+
+    name: str
+    score: float
+    path: tuple[str, ...] = ()
+
+    @property
+    def hierarchy(self) -> tuple[str, ...]:
+        return self.path or (self.name,)
+
+
+@dataclass(frozen=True)
+class Region:
+    """A box in the orientation-corrected frame, normalised to 0..1: ``x``, ``y`` is the top-left corner."""
+
+    label: str
+    score: float
+    x: float
+    y: float
+    w: float
+    h: float
+    kind: RegionKind = "object"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """Which model produced a result: an id (hub id, folder or bundled name) and a revision (hash or version)."""
+
+    id: str
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What one analyzer found in one photo. Every field is optional; an analyzer fills what its task gives."""
+
+    tags: tuple[Tag, ...] = ()
+    regions: tuple[Region, ...] = ()
+    caption: str | None = None
+    answers: Mapping[str, str] = field(default_factory=dict)
+    embedding: tuple[float, ...] | None = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AnalyzerRun:
+    """An analyzer's outcome for one photo: its analysis, or the error that stopped it, plus provenance."""
+
+    analyzer: str
+    task: Task
+    model: ModelInfo
+    fingerprint: str
+    analysis: Analysis | None
+    error: str | None = None
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class PhotoResult:
+    """Everything known about one photo after analysis; what writers receive."""
+
+    photo: Photo
+    width: int
+    height: int
+    runs: tuple[AnalyzerRun, ...]
+
+    @property
+    def ok_runs(self) -> tuple[AnalyzerRun, ...]:
+        return tuple(r for r in self.runs if r.analysis is not None)
+
+    @property
+    def tags(self) -> list[tuple[AnalyzerRun, Tag]]:
+        return [(r, t) for r in self.ok_runs for t in r.analysis.tags]  # type: ignore[union-attr]
+
+    @property
+    def regions(self) -> list[tuple[AnalyzerRun, Region]]:
+        return [(r, g) for r in self.ok_runs for g in r.analysis.regions]  # type: ignore[union-attr]
+
+    @property
+    def caption(self) -> str | None:
+        for r in self.ok_runs:
+            if r.analysis is not None and r.analysis.caption:
+                return r.analysis.caption
+        return None
+
+
+@dataclass(frozen=True)
+class Needs:
+    """What an analyzer needs from the hardware, for the device choice."""
+
+    min_ram_mb: int = 256
+    min_vram_mb: int = 0
+    devices: tuple[str, ...] = ("cuda", "mps", "cpu")
+    """Preferred device kinds, best first. An analyzer that only runs on the CPU says ``("cpu",)``."""
+
+
+@dataclass(frozen=True)
+class Device:
+    """Where and how a model runs: ``kind`` is cpu, cuda or mps; ``index`` for cuda:N; torch dtype name."""
+
+    kind: Literal["cpu", "cuda", "mps"]
+    index: int | None = None
+    dtype: str = "float32"
+    threads: int = 1
+    reason: str = ""
+
+    @property
+    def torch_device(self) -> str:
+        return f"{self.kind}:{self.index}" if self.kind == "cuda" and self.index is not None else self.kind
+
+
+@runtime_checkable
+class Analyzer(Protocol):
+    """An analysis plugin's unit of work. The core loads it once, then calls ``analyze`` with batches.
+
+    ``name`` is unique; it keys the config section and the state DB fingerprint. ``fingerprint()`` must change
+    whenever the results would change (model id, revision, settings), so that a re-scan re-runs exactly the
+    analyzers whose model or settings changed. ``input_size`` is the longest side in pixels the model needs: the
+    decoder uses it for JPEG draft mode.
+    """
+
+    name: str
+    task: Task
+    needs: Needs
+    input_size: int
+
+    def model_info(self) -> ModelInfo: ...
+
+    def fingerprint(self) -> str: ...
+
+    def load(self, device: Device) -> None: ...
+
+    def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]: ...
+
+    def unload(self) -> None: ...
+
+
+@runtime_checkable
+class Writer(Protocol):
+    """An output plugin: ``write`` puts one photo's results somewhere (XMP, JSON, a database).
+
+    It must be atomic per photo and must raise on failure; the core records the error and goes on.
+    ``close`` releases resources (an exiftool process) at the end of a run.
+    """
+
+    name: str
+
+    def write(self, result: PhotoResult) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def fingerprint_of(*parts: Any) -> str:
+    """A short stable hash of JSON-able parts (model id, revision, settings) for ``Analyzer.fingerprint``."""
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.blake2b(blob, digest_size=8).hexdigest()

@@ -1,0 +1,48 @@
+"""Shared fixtures: real photos from installed packages, a temp config, real exiftool."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from phototag.config import Config, load_config
+from phototag.samples import write_samples
+
+
+@pytest.fixture(scope="session")
+def sample_photos_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Real photos written once per session; copy before modifying (use ``photos``)."""
+    folder = tmp_path_factory.mktemp("samples")
+    write_samples(folder)
+    return folder
+
+
+@pytest.fixture
+def photos(sample_photos_master: Path, tmp_path: Path) -> Path:
+    """A fresh folder of real photos for this test: cat.jpg, motorcycle.jpg, coffee.png, astronaut.jpg,
+    rocket.jpg, grace_hopper.jpg."""
+    folder = tmp_path / "photos"
+    shutil.copytree(sample_photos_master, folder)
+    return folder
+
+
+@pytest.fixture
+def make_config(tmp_path: Path):
+    """``make_config(**overrides)`` -> Config with the state DB in tmp_path; overrides are dotted keys."""
+
+    def make(**overrides: str) -> Config:
+        sets = {"state_db": str(tmp_path / "state" / "state.db")}
+        sets.update({k.replace("__", "."): v for k, v in overrides.items()})
+        return load_config(None, overrides=sets, environ={})
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def exiftool_path() -> str:
+    path = shutil.which("exiftool")
+    if path is None:
+        pytest.fail("exiftool is not installed: apt-get install libimage-exiftool-perl")
+    return path
