@@ -24,8 +24,11 @@ log = logging.getLogger(__name__)
 BUILTIN_PLUGINS: tuple[str, ...] = (
     "phototag.plugins.classify",
     "phototag.plugins.detect",
+    "phototag.plugins.faces",
     "phototag.plugins.embed",
-    "phototag.plugins.transformers_tasks",
+    "phototag.plugins.caption",
+    "phototag.plugins.vqa",
+    "phototag.plugins.search",
     "phototag.plugins.xmp",
     "phototag.plugins.sidecar",
 )

@@ -39,7 +39,8 @@ class Photo:
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """A photo decoded for analysis: RGB, EXIF orientation applied, downscaled (never upscaled) for the models.
+    """A photo decoded for analysis: 8-bit RGB, EXIF orientation applied, downscaled (never upscaled) so that its
+    shorter side is the largest ``input_size`` the enabled analyzers asked for.
 
     ``width``/``height`` are the full orientation-corrected dimensions of the original, which regions are
     written against (``AppliedToDimensions``); ``image`` may be smaller. Boxes are normalised, so they are the
@@ -176,8 +177,9 @@ class Analyzer(Protocol):
 
     ``name`` is unique; it keys the config section and the state DB fingerprint. ``fingerprint()`` must change
     whenever the results would change (model id, revision, settings), so that a re-scan re-runs exactly the
-    analyzers whose model or settings changed. ``input_size`` is the longest side in pixels the model needs: the
-    decoder uses it for JPEG draft mode.
+    analyzers whose model or settings changed. ``input_size`` is the shorter side in pixels the model needs: the
+    photo is decoded once (JPEG draft mode) so that its shorter side is the largest ``input_size`` of the enabled
+    analyzers (never upscaled); each analyzer then resizes/crops to its own input.
     """
 
     name: str
