@@ -98,8 +98,8 @@ class Config(Section):
 
     folders: tuple[Path, ...] = ()
     """Folders ``watch`` watches and ``scan`` scans when no PATH is given."""
-    exclude: tuple[str, ...] = ("*/.*", "*/@eaDir/*", "*/#recycle/*")
-    """Glob patterns (fnmatch on the full path) never processed."""
+    exclude: tuple[str, ...] = ("*/@eaDir/*", "*/#recycle/*", "*/.thumbnails/*")
+    """Glob patterns (fnmatch on the full path) never processed. Hidden files and folders are always skipped."""
     state_db: Path = Field(default_factory=lambda: _state_home() / "state.db")
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""

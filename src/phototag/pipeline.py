@@ -1,0 +1,429 @@
+"""Process photos: stat + hash -> decode -> each analyzer (isolated) -> each writer (isolated) -> record.
+
+The one code path behind ``phototag scan`` and ``phototag watch``. Stages, in order, for one batch:
+
+1. **prepare** (thread pool): stat and hash each file, look up cached analyzer results by content hash, and
+   decode only the photos that still need a model (JPEG draft mode, to the largest ``input_size`` needed).
+2. **analyze**: each analyzer that has work gets the whole batch at once, inside its own error boundary: one
+   failing analyzer (or one that cannot load its model) never loses the others' results.
+3. **write**: each writer in its own error boundary; a file that changed on disk since step 1 is not written
+   (it will be picked up again).
+4. **record**: the state DB stores the file's stat *after* our write, the analyzer fingerprints and the results,
+   so a re-scan is stat-only and our own write does not look like a change.
+
+:meth:`Pipeline.run` overlaps the prepare stage of the next batch with the analysis of the current one.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import pluggy
+
+from .config import Config
+from .errors import FileError, ModelUnavailableError, PhototagError
+from .files import hash_file, make_photo
+from .hardware import Hardware, apply_threads, choose_device, probe
+from .images import decode
+from .manager import collect, get_plugin_manager
+from .state import StateDB
+from .types import Analyzer, AnalyzerRun, DecodedImage, Device, Photo, PhotoResult, Writer
+
+log = logging.getLogger(__name__)
+
+Status = Literal["tagged", "skipped", "failed", "dry-run"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one path. ``transient`` failures are worth retrying later (file busy, disk full)."""
+
+    path: Path
+    status: Status
+    message: str = ""
+    transient: bool = False
+    result: PhotoResult | None = None
+
+
+@dataclass
+class Summary:
+    tagged: int = 0
+    skipped: int = 0
+    failed: int = 0
+    dry_run: int = 0
+    failures: list[Outcome] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def add(self, outcome: Outcome) -> None:
+        if outcome.status == "tagged":
+            self.tagged += 1
+        elif outcome.status == "skipped":
+            self.skipped += 1
+        elif outcome.status == "dry-run":
+            self.dry_run += 1
+        else:
+            self.failed += 1
+            self.failures.append(outcome)
+
+    @property
+    def total(self) -> int:
+        return self.tagged + self.skipped + self.failed + self.dry_run
+
+
+@dataclass
+class _Item:
+    """One path on its way through a batch."""
+
+    path: Path
+    photo: Photo | None = None
+    runs: dict[str, AnalyzerRun] = field(default_factory=dict)  # cached or fresh, by analyzer name
+    todo: list[Analyzer] = field(default_factory=list)
+    image: DecodedImage | None = None
+    width: int = 0
+    height: int = 0
+    outcome: Outcome | None = None  # set when the item is finished early (skipped, failed)
+
+
+class Pipeline:
+    """Analyzers, writers and the state DB for one run. Not thread-safe: one worker calls it."""
+
+    def __init__(
+        self,
+        config: Config,
+        analyzers: Sequence[Analyzer],
+        writers: Sequence[Writer],
+        state: StateDB,
+        hardware: Hardware | None = None,
+        hook: Any = None,
+        setup_errors: Sequence[str] = (),
+    ) -> None:
+        self.config = config
+        self.analyzers = list(analyzers)
+        self.writers = list(writers)
+        self.state = state
+        self.hardware = hardware or probe()
+        self.hook = hook
+        self.setup_errors = list(setup_errors)
+        self.devices: dict[str, Device] = {}
+        self._loaded: set[str] = set()
+        self._broken: dict[str, str] = {}
+        self._pool = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="phototag-decode")
+        names = [a.name for a in self.analyzers]
+        if len(set(names)) != len(names):
+            raise PhototagError(f"two analyzers share a name: {names}; rename one in its plugin")
+
+    @classmethod
+    def from_config(
+        cls, config: Config, pm: pluggy.PluginManager | None = None, state: StateDB | None = None
+    ) -> Pipeline:
+        """Collect analyzers and writers from every plugin (each registration in its own error boundary)."""
+        if pm is None:
+            pm, _ = get_plugin_manager()
+        errors: list[str] = []
+
+        def on_error(plugin: str, e: Exception) -> None:
+            if isinstance(e, PhototagError):  # config errors are the user's to fix: stop with the message
+                raise e
+            errors.append(f"plugin {plugin}: {type(e).__name__}: {e}")
+            log.error("plugin %s failed to register: %s", plugin, e)
+
+        analyzers = [obj for _, obj in collect(pm, "register_analyzers", on_error, config=config)]
+        writers = [obj for _, obj in collect(pm, "register_writers", on_error, config=config)]
+        _check_plugin_sections(config, {name for name, _ in pm.list_name_plugin() if name})
+        return cls(config, analyzers, writers, state or StateDB(config.state_db), hook=pm.hook, setup_errors=errors)
+
+    # -- public -------------------------------------------------------------------------------------------------
+
+    def fingerprints(self) -> dict[str, str]:
+        return {a.name: a.fingerprint() for a in self.analyzers}
+
+    def is_current(self, path: Path) -> bool:
+        """Stat-only check: was ``path`` done with the current analyzers and is it unchanged since?"""
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        return self.state.is_current(path, st.st_size, st.st_mtime_ns, self.fingerprints())
+
+    def process(self, paths: Sequence[Path], *, force: bool = False, dry_run: bool = False) -> list[Outcome]:
+        """Process one batch to the end; returns one outcome per path, in order."""
+        return self._finish(self._prepare(paths, force), dry_run)
+
+    def run(
+        self,
+        paths: Iterable[Path],
+        *,
+        force: bool = False,
+        dry_run: bool = False,
+        on_outcome: Callable[[Outcome], None] | None = None,
+    ) -> Summary:
+        """Process every path in batches of ``config.batch_size``; preparing batch k+1 while k is analysed."""
+        summary = Summary()
+        start = time.monotonic()
+        pending: Future[list[_Item]] | None = None
+        preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phototag-prepare")
+        try:
+            for batch in _batches(paths, self.config.batch_size):
+                ahead = preparer.submit(self._prepare, batch, force)
+                if pending is not None:
+                    self._emit(self._finish(pending.result(), dry_run), summary, on_outcome)
+                pending = ahead
+            if pending is not None:
+                self._emit(self._finish(pending.result(), dry_run), summary, on_outcome)
+        finally:
+            preparer.shutdown(wait=True, cancel_futures=True)
+        summary.seconds = time.monotonic() - start
+        return summary
+
+    def close(self) -> None:
+        """Unload models, close writers (exiftool) and the decode pool. The state DB stays open for the caller."""
+        self._pool.shutdown(wait=True)
+        for writer in self.writers:
+            try:
+                writer.close()
+            except Exception as e:
+                log.warning("writer %s did not close cleanly: %s", writer.name, e)
+        for analyzer in self.analyzers:
+            if analyzer.name in self._loaded:
+                try:
+                    analyzer.unload()
+                except Exception as e:
+                    log.warning("analyzer %s did not unload cleanly: %s", analyzer.name, e)
+        self._loaded.clear()
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- stages -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _emit(outcomes: list[Outcome], summary: Summary, on_outcome: Callable[[Outcome], None] | None) -> None:
+        for outcome in outcomes:
+            summary.add(outcome)
+            if on_outcome is not None:
+                on_outcome(outcome)
+
+    def _prepare(self, paths: Sequence[Path], force: bool) -> list[_Item]:
+        items = [_Item(Path(p)) for p in paths]
+        list(self._pool.map(lambda item: self._prepare_one(item, force), items))
+        return items
+
+    def _prepare_one(self, item: _Item, force: bool) -> None:
+        fingerprints = self.fingerprints()
+        try:
+            st = item.path.stat()
+            if not force and self.state.is_current(item.path, st.st_size, st.st_mtime_ns, fingerprints):
+                item.outcome = Outcome(item.path, "skipped", "already done with the same models")
+                return
+            item.photo = make_photo(item.path)
+        except FileNotFoundError:
+            item.outcome = Outcome(item.path, "failed", f"{item.path}: file vanished before it was read", True)
+            return
+        except OSError as e:
+            item.outcome = _failed_io(item.path, e, "reading")
+            return
+        for analyzer in self.analyzers:
+            cached = None if force else self.state.cached_run(item.photo.content_hash, analyzer.name, fingerprints[analyzer.name])
+            if cached is not None:
+                item.runs[analyzer.name] = cached
+            else:
+                item.todo.append(analyzer)
+        min_side = max((a.input_size for a in item.todo), default=0)
+        try:
+            if item.todo:
+                item.image = decode(item.photo, min_side, self.config.image)
+                item.width, item.height = item.image.width, item.image.height
+            else:
+                # every result is cached (a rename, a copy, a changed writer setting): only the size is needed
+                from .images import photo_dimensions
+
+                item.width, item.height = photo_dimensions(item.path)
+        except FileError as e:
+            item.outcome = Outcome(item.path, "failed", str(e))
+        except OSError as e:
+            item.outcome = _failed_io(item.path, e, "decoding")
+
+    def _finish(self, items: list[_Item], dry_run: bool) -> list[Outcome]:
+        live = [i for i in items if i.outcome is None]
+        for analyzer in self.analyzers:
+            batch = [i for i in live if analyzer in i.todo]
+            if batch:
+                self._analyze(analyzer, batch)
+        for item in live:
+            item.outcome = self._write_and_record(item, dry_run)
+        for item in items:
+            item.image = None  # free pixels as soon as the batch is done
+        return [i.outcome for i in items if i.outcome is not None]
+
+    def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
+        fingerprint = analyzer.fingerprint()
+        model = _safe_model_info(analyzer)
+
+        def fail_all(message: str) -> None:
+            for item in batch:
+                item.runs[analyzer.name] = AnalyzerRun(analyzer.name, analyzer.task, model, fingerprint, None, message)
+
+        error = self._ensure_loaded(analyzer)
+        if error is not None:
+            fail_all(error)
+            return
+        start = time.perf_counter()
+        try:
+            analyses = analyzer.analyze([i.image for i in batch if i.image is not None])
+            if len(analyses) != len(batch):
+                raise PhototagError(f"returned {len(analyses)} results for {len(batch)} photos")
+        except Exception as e:
+            log.error("analyzer %s failed on a batch of %d: %s", analyzer.name, len(batch), e)
+            fail_all(f"analyzer {analyzer.name} failed: {type(e).__name__}: {e}")
+            return
+        each = (time.perf_counter() - start) / len(batch)
+        for item, analysis in zip(batch, analyses, strict=True):
+            item.runs[analyzer.name] = AnalyzerRun(analyzer.name, analyzer.task, model, fingerprint, analysis, None, each)
+
+    def _ensure_loaded(self, analyzer: Analyzer) -> str | None:
+        """Load on first use; returns an error message when the analyzer cannot run (remembered for the run)."""
+        if analyzer.name in self._broken:
+            return self._broken[analyzer.name]
+        if analyzer.name in self._loaded:
+            return None
+        try:
+            device = self._device_for(analyzer)
+            apply_threads(device)
+            analyzer.load(device)
+        except ModelUnavailableError as e:
+            self._broken[analyzer.name] = f"analyzer {analyzer.name}: {e}"
+        except Exception as e:
+            self._broken[analyzer.name] = f"analyzer {analyzer.name} could not load: {type(e).__name__}: {e}"
+        if analyzer.name in self._broken:
+            log.error("%s", self._broken[analyzer.name])
+            return self._broken[analyzer.name]
+        self._loaded.add(analyzer.name)
+        log.info("%s on %s (%s, %d threads): %s", analyzer.name, device.torch_device, device.dtype, device.threads, device.reason)
+        return None
+
+    def _device_for(self, analyzer: Analyzer) -> Device:
+        settings = getattr(analyzer, "settings", None)
+        preference = getattr(settings, "device", None) or self.config.device
+        device = None
+        if self.hook is not None:
+            device = self.hook.select_device(analyzer=analyzer, hardware=self.hardware, preference=preference)
+        if device is None:
+            device = choose_device(
+                analyzer.needs, preference, self.hardware, dtype=self.config.dtype, threads=self.config.threads
+            )
+        self.devices[analyzer.name] = device
+        return device
+
+    def _write_and_record(self, item: _Item, dry_run: bool) -> Outcome:
+        assert item.photo is not None
+        photo = item.photo
+        runs = tuple(item.runs[a.name] for a in self.analyzers if a.name in item.runs)
+        result = PhotoResult(photo, item.width, item.height, runs)
+        errors = [r.error for r in runs if r.error]
+        if dry_run:
+            return Outcome(item.path, "dry-run", "; ".join(errors), result=result)
+        try:
+            st = item.path.stat()
+        except OSError as e:
+            return _failed_io(item.path, e, "re-checking")
+        if (st.st_size, st.st_mtime_ns) != (photo.size, photo.mtime_ns):
+            return Outcome(item.path, "failed", f"{item.path}: changed while being analysed; will retry", True)
+        for writer in self.writers:
+            try:
+                writer.write(result)
+            except Exception as e:
+                message = str(e) if isinstance(e, FileError) else f"{item.path}: writer {writer.name}: {e}"
+                log.error("%s", message)
+                self._record_failure(item.path, message, photo.content_hash)
+                return Outcome(item.path, "failed", message, _is_transient(e), result)
+        written = self._after_write(photo)
+        self.state.store_runs(photo.content_hash, list(runs))
+        if written.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
+            self.state.store_runs(written.content_hash, list(runs))
+        ok = {r.analyzer: r.fingerprint for r in runs if r.error is None}
+        self.state.record_done(written, ok, "; ".join(errors) or None, status="failed" if errors else "done")
+        if self.hook is not None:
+            try:
+                self.hook.photo_processed(result=result)
+            except Exception as e:
+                log.warning("photo_processed hook failed for %s: %s", item.path, e)
+        if errors:
+            return Outcome(item.path, "failed", "; ".join(errors), False, result)
+        return Outcome(item.path, "tagged", result=result)
+
+    def _after_write(self, photo: Photo) -> Photo:
+        """The photo as it is on disk after our writes (embed mode changes size, mtime and bytes)."""
+        st = photo.path.stat()
+        if (st.st_size, st.st_mtime_ns) == (photo.size, photo.mtime_ns):
+            return photo
+        return replace(photo, size=st.st_size, mtime_ns=st.st_mtime_ns, content_hash=hash_file(photo.path))
+
+    def _record_failure(self, path: Path, message: str, content_hash: str | None) -> None:
+        try:
+            st = path.stat()
+            self.state.record_failed(path, st.st_size, st.st_mtime_ns, message, content_hash)
+        except OSError:
+            pass
+
+
+def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
+    batch: list[Path] = []
+    for path in paths:
+        batch.append(path)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _safe_model_info(analyzer: Analyzer) -> Any:
+    from .types import ModelInfo
+
+    try:
+        return analyzer.model_info()
+    except Exception:
+        return ModelInfo(analyzer.name)
+
+
+def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:
+    import errno
+
+    transient = e.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOSPC, errno.EIO, errno.ETIMEDOUT)
+    hint = " (check the file's permissions)" if e.errno in (errno.EACCES, errno.EPERM) else ""
+    return Outcome(path, "failed", f"{path}: error while {doing}: {e.strerror or e}{hint}", transient)
+
+
+def _is_transient(e: Exception) -> bool:
+    import errno
+
+    from .errors import ExiftoolTimeout
+
+    if isinstance(e, ExiftoolTimeout):
+        return True
+    cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
+    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EBUSY, errno.EAGAIN, errno.EIO)
+
+
+def _check_plugin_sections(config: Config, plugin_names: set[str]) -> None:
+    """A ``plugins.<name>`` section that no plugin reads is most likely a typo: say so."""
+    from .errors import ConfigError
+    from .manager import BUILTIN_PLUGINS, short_name
+
+    known = plugin_names | {short_name(m) for m in BUILTIN_PLUGINS}
+    for name in config.plugins:
+        if name not in known:
+            raise ConfigError(
+                f"no plugin named {name!r} is installed (known: {', '.join(sorted(known))})",
+                f"plugins.{name}",
+                config.where(f"plugins.{name}"),
+            )

@@ -1,0 +1,254 @@
+"""The state database (SQLite, WAL): what was done to which file, with which models.
+
+Tables:
+
+- ``files``: one row per path: size, mtime_ns (as recorded *after* our own write), content hash, status
+  (``done`` | ``failed``), last error, and the fingerprint of every analyzer that ran. A re-scan compares
+  size + mtime + fingerprints only (stat, no hashing): :meth:`StateDB.is_current`.
+- ``runs``: each analyzer's result per content hash and fingerprint. A rename, a re-run after adding one
+  analyzer, or a second copy of the same photo costs no model time.
+- ``embeddings``: one float32 vector per content hash and embedding model.
+
+Every write is one transaction, so a crash leaves the previous state or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .errors import StateError
+from .serialize import run_from_dict, run_to_dict
+from .types import AnalyzerRun, Photo
+
+SCHEMA_VERSION = 1
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL,
+    content_hash TEXT,
+    status TEXT NOT NULL,
+    error TEXT,
+    fingerprints TEXT NOT NULL DEFAULT '{}',
+    updated REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS files_hash ON files(content_hash);
+CREATE INDEX IF NOT EXISTS files_status ON files(status);
+CREATE TABLE IF NOT EXISTS runs (
+    content_hash TEXT NOT NULL,
+    analyzer TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    run TEXT NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (content_hash, analyzer, fingerprint)
+);
+CREATE TABLE IF NOT EXISTS embeddings (
+    content_hash TEXT NOT NULL,
+    model TEXT NOT NULL,
+    dims INTEGER NOT NULL,
+    vector BLOB NOT NULL,
+    PRIMARY KEY (content_hash, model)
+);
+"""
+
+
+@dataclass(frozen=True)
+class FileRecord:
+    path: Path
+    size: int
+    mtime_ns: int
+    content_hash: str | None
+    status: str
+    error: str | None
+    fingerprints: Mapping[str, str] = field(default_factory=dict)
+    updated: float = 0.0
+
+
+class StateDB:
+    """One SQLite database, safe to share between the threads of one process (a lock serialises access)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=30000")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StateError(
+                    f"{self.path}: state database schema {version} is newer than this phototag understands "
+                    f"({SCHEMA_VERSION}); upgrade phototag or point state_db at another file"
+                )
+            self._db.executescript(SCHEMA)
+            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        except (sqlite3.Error, OSError) as e:
+            raise StateError(f"{self.path}: cannot open the state database ({e}); check state_db in the config") from e
+        self._lock = threading.RLock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> StateDB:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                yield self._db
+                self._db.execute("COMMIT")
+            except BaseException:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise
+
+    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # -- files ------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: tuple) -> FileRecord:
+        path, size, mtime_ns, content_hash, status, error, fps, updated = row
+        return FileRecord(Path(path), size, mtime_ns, content_hash, status, error, json.loads(fps), updated)
+
+    _COLUMNS = "path, size, mtime_ns, content_hash, status, error, fingerprints, updated"
+
+    def file_record(self, path: Path) -> FileRecord | None:
+        rows = self._query(f"SELECT {self._COLUMNS} FROM files WHERE path = ?", (str(path),))
+        return self._record(rows[0]) if rows else None
+
+    def is_current(self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]) -> bool:
+        """True when ``path`` was done with exactly these analyzer fingerprints and has not changed since."""
+        rec = self.file_record(path)
+        return (
+            rec is not None
+            and rec.status == "done"
+            and rec.size == size
+            and rec.mtime_ns == mtime_ns
+            and dict(rec.fingerprints) == dict(fingerprints)
+        )
+
+    def record_done(
+        self, photo: Photo, fingerprints: Mapping[str, str], error: str | None = None, status: str = "done"
+    ) -> None:
+        """Record ``photo`` (stat as it is *after* our writes) as processed with these analyzer fingerprints."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO files (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    str(photo.path),
+                    photo.size,
+                    photo.mtime_ns,
+                    photo.content_hash,
+                    status,
+                    error,
+                    json.dumps(dict(fingerprints), sort_keys=True),
+                    time.time(),
+                ),
+            )
+
+    def record_failed(self, path: Path, size: int, mtime_ns: int, error: str, content_hash: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO files (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
+                " VALUES (?, ?, ?, ?, 'failed', ?, '{}', ?)"
+                " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
+                " content_hash=COALESCE(excluded.content_hash, files.content_hash), status='failed',"
+                " error=excluded.error, updated=excluded.updated",
+                (str(path), size, mtime_ns, content_hash, error, time.time()),
+            )
+
+    def forget(self, path: Path) -> None:
+        """The file is gone: drop its row (cached results stay, keyed by content)."""
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE path = ?", (str(path),))
+
+    def rename(self, old: Path, new: Path) -> None:
+        """Follow a move: the record keeps its hash and fingerprints under the new path."""
+        with self._tx() as db:
+            db.execute("DELETE FROM files WHERE path = ?", (str(new),))
+            db.execute("UPDATE files SET path = ? WHERE path = ?", (str(new), str(old)))
+
+    def records(self, under: Path | None = None, status: str | None = None) -> list[FileRecord]:
+        sql = f"SELECT {self._COLUMNS} FROM files WHERE 1=1"
+        args: list[object] = []
+        if under is not None:
+            prefix = str(under).rstrip("/") + "/"
+            sql += " AND substr(path, 1, ?) = ?"
+            args += [len(prefix), prefix]
+        if status is not None:
+            sql += " AND status = ?"
+            args.append(status)
+        return [self._record(r) for r in self._query(sql + " ORDER BY path", tuple(args))]
+
+    def counts(self) -> dict[str, int]:
+        return {status: n for status, n in self._query("SELECT status, COUNT(*) FROM files GROUP BY status")}
+
+    def paths_for_hash(self, content_hash: str) -> list[Path]:
+        rows = self._query("SELECT path FROM files WHERE content_hash = ? ORDER BY path", (content_hash,))
+        return [Path(r[0]) for r in rows]
+
+    # -- analyzer results -------------------------------------------------------------------------------------
+
+    def cached_run(self, content_hash: str, analyzer: str, fingerprint: str) -> AnalyzerRun | None:
+        rows = self._query(
+            "SELECT run FROM runs WHERE content_hash = ? AND analyzer = ? AND fingerprint = ?",
+            (content_hash, analyzer, fingerprint),
+        )
+        if not rows:
+            return None
+        run = run_from_dict(json.loads(rows[0][0]))
+        if run.analysis is not None and run.task == "embed":
+            vector = self.embedding(content_hash, fingerprint)
+            if vector is None:  # the vector went missing: treat as not cached
+                return None
+            run = replace(run, analysis=replace(run.analysis, embedding=tuple(float(x) for x in vector)))
+        return run
+
+    def store_runs(self, content_hash: str, runs: list[AnalyzerRun]) -> None:
+        """Cache successful runs (errors are not cached: they are retried)."""
+        now = time.time()
+        with self._tx() as db:
+            for run in runs:
+                if run.analysis is None:
+                    continue
+                db.execute(
+                    "INSERT OR REPLACE INTO runs (content_hash, analyzer, fingerprint, run, created) VALUES (?,?,?,?,?)",
+                    (content_hash, run.analyzer, run.fingerprint, json.dumps(run_to_dict(run, False)), now),
+                )
+                if run.analysis.embedding is not None:
+                    vector = np.asarray(run.analysis.embedding, dtype=np.float32)
+                    db.execute(
+                        "INSERT OR REPLACE INTO embeddings (content_hash, model, dims, vector) VALUES (?,?,?,?)",
+                        (content_hash, run.fingerprint, int(vector.size), vector.tobytes()),
+                    )
+
+    def embedding(self, content_hash: str, model: str) -> np.ndarray | None:
+        rows = self._query(
+            "SELECT vector FROM embeddings WHERE content_hash = ? AND model = ?", (content_hash, model)
+        )
+        return np.frombuffer(rows[0][0], dtype=np.float32) if rows else None
+
+    def embeddings(self, model: str) -> list[tuple[str, np.ndarray]]:
+        """``(content_hash, vector)`` for every photo embedded with ``model`` (an embed analyzer fingerprint)."""
+        rows = self._query("SELECT content_hash, vector FROM embeddings WHERE model = ?", (model,))
+        return [(h, np.frombuffer(v, dtype=np.float32)) for h, v in rows]

@@ -1,0 +1,108 @@
+"""State DB: stat-only currency, result cache by content, embeddings, crash-safe transactions."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from phototag.errors import StateError
+from phototag.state import StateDB
+from phototag.types import Analysis, AnalyzerRun, ModelInfo, Photo, Tag
+
+
+def photo(path: str = "/p/a.jpg", size: int = 10, mtime: int = 5, h: str = "h1") -> Photo:
+    return Photo(Path(path), size, mtime, h)
+
+
+def run(name: str = "classify", fp: str = "f1", embedding: tuple[float, ...] | None = None) -> AnalyzerRun:
+    task = "embed" if embedding else "classify"
+    analysis = Analysis(tags=(Tag("Cat", 0.9, ("Animals", "Cat")),), embedding=embedding)
+    return AnalyzerRun(name, task, ModelInfo("m", "r"), fp, analysis)  # type: ignore[arg-type]
+
+
+def test_is_current_compares_stat_and_fingerprints(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        p = photo()
+        assert not db.is_current(p.path, 10, 5, {"classify": "f1"})
+        db.record_done(p, {"classify": "f1"})
+        assert db.is_current(p.path, 10, 5, {"classify": "f1"})
+        assert not db.is_current(p.path, 11, 5, {"classify": "f1"})
+        assert not db.is_current(p.path, 10, 6, {"classify": "f1"})
+        assert not db.is_current(p.path, 10, 5, {"classify": "f2"})
+        assert not db.is_current(p.path, 10, 5, {"classify": "f1", "detect": "d"})
+
+
+def test_failed_is_not_current_and_keeps_error(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        db.record_failed(Path("/p/bad.jpg"), 3, 4, "truncated")
+        rec = db.file_record(Path("/p/bad.jpg"))
+        assert rec is not None and rec.status == "failed" and rec.error == "truncated"
+        assert not db.is_current(Path("/p/bad.jpg"), 3, 4, {})
+        assert db.counts() == {"failed": 1}
+
+
+def test_run_cache_by_content_and_embeddings(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        db.store_runs("h1", [run(), run("embed", "e1", (0.6, 0.8))])
+        cached = db.cached_run("h1", "classify", "f1")
+        assert cached is not None and cached.analysis is not None
+        assert cached.analysis.tags == (Tag("Cat", 0.9, ("Animals", "Cat")),)
+        assert db.cached_run("h1", "classify", "other") is None
+        emb = db.cached_run("h1", "embed", "e1")
+        assert emb is not None and emb.analysis is not None
+        assert emb.analysis.embedding == pytest.approx((0.6, 0.8))
+        hashes = [h for h, _ in db.embeddings("e1")]
+        assert hashes == ["h1"]
+        np.testing.assert_allclose(db.embeddings("e1")[0][1], [0.6, 0.8], rtol=1e-6)
+
+
+def test_errors_are_not_cached(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        failed = AnalyzerRun("classify", "classify", ModelInfo("m"), "f1", None, "boom")
+        db.store_runs("h1", [failed])
+        assert db.cached_run("h1", "classify", "f1") is None
+
+
+def test_rename_and_forget(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        db.record_done(photo("/p/a.jpg"), {"x": "1"})
+        db.rename(Path("/p/a.jpg"), Path("/p/b.jpg"))
+        assert db.file_record(Path("/p/a.jpg")) is None
+        rec = db.file_record(Path("/p/b.jpg"))
+        assert rec is not None and rec.content_hash == "h1"
+        assert db.paths_for_hash("h1") == [Path("/p/b.jpg")]
+        assert [r.path for r in db.records(under=Path("/p"))] == [Path("/p/b.jpg")]
+        assert db.records(under=Path("/q")) == []
+        db.forget(Path("/p/b.jpg"))
+        assert db.counts() == {}
+
+
+def test_rolled_back_transaction_leaves_old_state(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        db.record_done(photo(), {"classify": "f1"})
+        bad = AnalyzerRun("classify", "classify", ModelInfo("m"), "f1", Analysis(tags=(Tag("x", 1.0),)))
+        object.__setattr__(bad, "fingerprint", object())  # not serialisable: fails mid-transaction
+        with pytest.raises((sqlite3.Error, TypeError)):
+            db.store_runs("h2", [run(fp="ok"), bad])
+        assert db.cached_run("h2", "classify", "ok") is None  # the first insert was rolled back too
+        assert db.is_current(Path("/p/a.jpg"), 10, 5, {"classify": "f1"})
+
+
+def test_unusable_path_is_a_state_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StateError, match="state_db"):
+        StateDB(blocker / "s.db")
+
+
+def test_newer_schema_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    StateDB(path).close()
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version=99")
+    con.close()
+    with pytest.raises(StateError, match="newer"):
+        StateDB(path)
