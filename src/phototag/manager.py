@@ -118,7 +118,7 @@ def collect(
     """
     out: list[tuple[str, Any]] = []
     caller = getattr(pm.hook, hook_name)
-    for impl in reversed(caller.get_hookimpls()):  # registration order
+    for impl in caller.get_hookimpls():  # registration order (pluggy calls hooks in reverse)
         name = impl.plugin_name
         got: list[Any] = []
         offered = {"register": got.append, **kwargs}
