@@ -181,6 +181,22 @@ class Pipeline:
         summary.seconds = time.monotonic() - start
         return summary
 
+    def unload_models(self) -> list[str]:
+        """Unload every loaded analyzer (they reload on next use); the daemon calls this when idle."""
+        unloaded = []
+        for analyzer in self.analyzers:
+            if analyzer.name in self._loaded:
+                try:
+                    analyzer.unload()
+                except Exception as e:
+                    log.warning("analyzer %s did not unload cleanly: %s", analyzer.name, e)
+                unloaded.append(analyzer.name)
+        self._loaded.clear()
+        from .models import shared_pool
+
+        shared_pool().unload_idle(0)
+        return unloaded
+
     def close(self) -> None:
         """Unload models, close writers (exiftool) and the decode pool. The state DB stays open for the caller."""
         self._pool.shutdown(wait=True)
@@ -189,13 +205,7 @@ class Pipeline:
                 writer.close()
             except Exception as e:
                 log.warning("writer %s did not close cleanly: %s", writer.name, e)
-        for analyzer in self.analyzers:
-            if analyzer.name in self._loaded:
-                try:
-                    analyzer.unload()
-                except Exception as e:
-                    log.warning("analyzer %s did not unload cleanly: %s", analyzer.name, e)
-        self._loaded.clear()
+        self.unload_models()
 
     def __enter__(self) -> Pipeline:
         return self

@@ -1,0 +1,247 @@
+"""Image embeddings from any transformers vision model: CLIP/SigLIP (text and image share one space, so text
+search works) or an image-only encoder such as DINOv2 (image-to-image similarity).
+
+Embeddings are L2-normalised, so a dot product is the cosine similarity. The pipeline stores them in the state
+DB keyed by the photo's content hash and this analyzer's :meth:`HFEmbedder.fingerprint`, so renames and
+re-runs cost nothing. On the same CLIP id, device and dtype, classify and embed share one loaded model.
+
+Settings (``plugins.embed``)::
+
+    model: openai/clip-vit-base-patch32   # hub id or local folder; facebook/dinov2-small for image-only
+    revision: null                        # hub branch, tag or commit
+    pooling: auto                         # image-only encoders: cls (pooled CLS token) or mean (patch tokens)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..config import Config, PluginSettings
+from ..errors import ConfigError
+from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Task, fingerprint_of
+from .loading import (
+    LazySource,
+    ModelSource,
+    load_config,
+    load_model,
+    load_processor,
+    model_info,
+    processor_input_size,
+    release_model,
+)
+
+if TYPE_CHECKING:
+    import torch
+
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+EmbedKind = Literal["dual", "vision"]
+
+
+class HFEmbedderSettings(PluginSettings):
+    model: str = DEFAULT_MODEL
+    """A hub id or a local folder: CLIP/SigLIP for text search and similarity, DINOv2 for similarity only."""
+    revision: str | None = None
+    """Hub branch, tag or commit (hub ids only)."""
+    pooling: Literal["auto", "cls", "mean"] = "auto"
+    """Image-only encoders: ``cls`` (the pooled CLS token, the default) or ``mean`` of the patch tokens."""
+
+
+# -- helpers shared with classify ---------------------------------------------------------------------------
+
+
+def is_dual_encoder(config: Any) -> bool:
+    """True for CLIP-family configs: a text tower and a vision tower in one model (CLIP, SigLIP, ALIGN...)."""
+    return (
+        getattr(config, "text_config", None) is not None
+        and getattr(config, "vision_config", None) is not None
+    )
+
+
+def pooled(output: Any) -> torch.Tensor:
+    """``get_*_features`` return a tensor in transformers 4 and a ``BaseModelOutputWithPooling`` in 5."""
+    import torch
+
+    if isinstance(output, torch.Tensor):
+        return output
+    value = getattr(output, "pooler_output", None)
+    if value is None:
+        value = output[0] if isinstance(output, tuple) else output.last_hidden_state[:, 0]
+    return value
+
+
+def normalise(x: torch.Tensor) -> torch.Tensor:
+    """L2-normalise rows in float32 (fp16 norms lose precision)."""
+    import torch
+
+    return torch.nn.functional.normalize(x.float(), dim=-1)
+
+
+def pixel_values(image_processor: Any, images: Sequence[DecodedImage], model: Any) -> torch.Tensor:
+    """The batch as the model's image processor prepares it, on the model's device and dtype."""
+    batch = image_processor(images=[d.image for d in images], return_tensors="pt")["pixel_values"]
+    return batch.to(device=model.device, dtype=model.dtype)
+
+
+def text_features(
+    model: Any, tokenizer: Any, config: Any, texts: Sequence[str], chunk: int = 256
+) -> torch.Tensor:
+    """Normalised text embeddings of a dual encoder, ``chunk`` texts at a time.
+
+    SigLIP was trained on texts padded to a fixed length (it pools the last token), so it gets
+    ``padding="max_length"``; CLIP pools the end-of-text token and gets the shortest padding.
+    """
+    import torch
+
+    siglip = str(getattr(config, "model_type", "")).startswith("siglip")
+    max_length = int(getattr(config.text_config, "max_position_embeddings", 64) or 64)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(texts), chunk):
+            part = list(texts[i : i + chunk])
+            if siglip:
+                enc = tokenizer(
+                    part, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
+                )
+            else:
+                enc = tokenizer(
+                    part, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+                )
+            enc = {k: v.to(model.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            if siglip:  # SigLIP's text tower takes no attention mask: it attends over the padding by design
+                enc.pop("attention_mask", None)
+            out.append(normalise(pooled(model.get_text_features(**enc))))
+    return torch.cat(out) if out else torch.empty(0)
+
+
+# -- the analyzer -------------------------------------------------------------------------------------------
+
+
+class HFEmbedder:
+    """``task: embed`` on a transformers model: one normalised image vector per photo, truly batched."""
+
+    Settings = HFEmbedderSettings
+    task: Task = "embed"
+
+    def __init__(self, name: str, settings: HFEmbedderSettings, config: Config) -> None:
+        self.name = name
+        self.settings = settings
+        self.config = config
+        self.needs = Needs(min_ram_mb=1024, min_vram_mb=1024)
+        self._source = LazySource(settings.model, settings.revision)
+        self._lock = threading.Lock()
+        self._model: Any = None
+        self._device: Device | None = None
+        self._loaded_from: ModelSource | None = None
+        self._image_processor: Any = None
+        self._tokenizer: Any = None
+        self._kind: EmbedKind | None = None
+
+    # -- identity ------------------------------------------------------------------------------------------
+
+    @property
+    def input_size(self) -> int:
+        return processor_input_size(self._source.peek())
+
+    def model_info(self) -> ModelInfo:
+        source = self._source.peek()
+        return model_info(source) if source is not None else ModelInfo(self.settings.model)
+
+    def fingerprint(self) -> str:
+        """Keys the stored embeddings: model id, revision and pooling; not the device or dtype, whose small
+        numeric differences leave vectors comparable."""
+        return fingerprint_of(
+            "hf-embed", self.settings.model, self._source.revision_or_unresolved, self._pooling()
+        )
+
+    def kind(self) -> EmbedKind:
+        """``dual`` (CLIP-family: text search works) or ``vision`` (image-only encoder)."""
+        if self._kind is None:
+            self._kind = "dual" if is_dual_encoder(load_config(self._source.get())) else "vision"
+        return self._kind
+
+    def _pooling(self) -> str:
+        return "cls" if self.settings.pooling == "auto" else self.settings.pooling
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def load(self, device: Device) -> None:
+        """Load (or share) the model on ``device``; raises ModelUnavailableError when it is not here."""
+        from transformers import AutoImageProcessor, AutoModel
+
+        with self._lock:
+            if self._model is not None:
+                return
+            source = self._source.get()
+            kind = self.kind()
+            self._image_processor = load_processor(source, AutoImageProcessor)
+            self._model = load_model(source, AutoModel, device)
+            self._device, self._loaded_from = device, source
+            if kind == "dual" and not hasattr(self._model, "get_image_features"):
+                self.unload()
+                raise ConfigError(
+                    f"model {source.id!r} has text and vision towers but no get_image_features: it is not a "
+                    "CLIP-style model. Use CLIP, SigLIP or DINOv2 for embeddings.",
+                    f"plugins.{self.name}.model",
+                )
+
+    def unload(self) -> None:
+        from transformers import AutoModel
+
+        with self._lock:
+            if self._model is not None and self._loaded_from is not None and self._device is not None:
+                release_model(self._loaded_from, AutoModel, self._device)
+            self._model = None
+            self._tokenizer = None
+
+    # -- work ----------------------------------------------------------------------------------------------
+
+    def _require_model(self) -> Any:
+        if self._model is None:
+            raise RuntimeError(f"analyzer {self.name}: analyze() before load()")
+        return self._model
+
+    def image_vectors(self, images: Sequence[DecodedImage]) -> torch.Tensor:
+        """Normalised float32 embeddings, one row per image, in one forward pass."""
+        import torch
+
+        model = self._require_model()
+        with torch.inference_mode():
+            pixels = pixel_values(self._image_processor, images, model)
+            if self.kind() == "dual":
+                return normalise(pooled(model.get_image_features(pixel_values=pixels)))
+            out = model(pixel_values=pixels)
+            if self._pooling() == "mean":
+                return normalise(out.last_hidden_state[:, 1:].mean(dim=1))
+            return normalise(pooled(out))
+
+    def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
+        if not images:
+            return []
+        vectors = self.image_vectors(images).cpu().numpy()
+        return [Analysis(embedding=tuple(float(x) for x in row)) for row in vectors]
+
+    def embed_text(self, texts: Sequence[str]) -> list[tuple[float, ...]]:
+        """Normalised text embeddings in the image space (CLIP-family only), for text search.
+
+        Loads the model on the CPU if :meth:`load` was not called. An image-only model (DINOv2) raises a
+        ConfigError that says which models can search by text.
+        """
+        from transformers import AutoTokenizer
+
+        if self.kind() != "dual":
+            raise ConfigError(
+                f"model {self.settings.model!r} embeds images only, so it cannot search by text. Use a "
+                "CLIP-family model (e.g. openai/clip-vit-base-patch32 or a SigLIP) in plugins.embed.model "
+                "and re-scan; `phototag similar PHOTO` works with any embedding model.",
+                f"plugins.{self.name}.model",
+            )
+        if self._model is None:
+            self.load(Device("cpu", reason="text query"))
+        model = self._require_model()
+        source = self._source.get()
+        if self._tokenizer is None:
+            self._tokenizer = load_processor(source, AutoTokenizer)
+        vectors = text_features(model, self._tokenizer, load_config(source), list(texts))
+        return [tuple(float(x) for x in row) for row in vectors.cpu().numpy()]

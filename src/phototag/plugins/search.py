@@ -1,0 +1,214 @@
+"""``phototag search "a dog on a beach"`` and ``phototag similar PHOTO``: rank scanned photos by embedding.
+
+Both read the embeddings that ``phototag scan`` stored in the state DB (keyed by content hash and the embed
+analyzer's fingerprint, so renamed photos are still found) and rank them by cosine similarity:
+
+- ``search`` embeds the query text with the embed model's text tower (CLIP-family models only);
+- ``similar`` uses the photo's stored embedding, or embeds the photo now if it was never scanned.
+
+The model runs on the CPU here: one text or one photo is quick, and a daemon may be using the GPU.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+from .. import hookimpl
+from ..errors import ConfigError, PhototagError
+from ..types import Analyzer, Device
+
+
+def rank_by_vector(
+    query: np.ndarray, items: Sequence[tuple[str, np.ndarray]], limit: int
+) -> list[tuple[str, float]]:
+    """The ``limit`` items most similar to ``query`` (cosine similarity), best first, as ``(key, score)``.
+
+    Vectors are normalised here, so stored vectors need not be. Items whose dimension differs from the query's
+    (written by another model) are ignored.
+    """
+    q = np.asarray(query, dtype=np.float32).ravel()
+    q_norm = float(np.linalg.norm(q))
+    kept = [(key, vec) for key, vec in items if np.asarray(vec).size == q.size]
+    if not kept or limit <= 0 or q_norm == 0.0:
+        return []
+    matrix = np.stack([np.asarray(vec, dtype=np.float32).ravel() for _, vec in kept])
+    norms = np.linalg.norm(matrix, axis=1)
+    norms[norms == 0] = 1.0
+    scores = matrix @ (q / q_norm) / norms
+    n = min(limit, len(kept))
+    top = np.argpartition(-scores, n - 1)[:n] if n < len(kept) else np.arange(len(kept))
+    # sort by score, then key, so equal scores come out in a stable order
+    order = sorted(top.tolist(), key=lambda i: (-float(scores[i]), kept[i][0]))
+    return [(kept[i][0], float(scores[i])) for i in order]
+
+
+def find_embedder(analyzers: Sequence[Analyzer], name: str | None = None) -> Analyzer:
+    """The enabled embed analyzer (``name`` picks one when several are enabled)."""
+    embedders = [a for a in analyzers if a.task == "embed"]
+    if name is not None:
+        embedders = [a for a in embedders if a.name == name]
+    if not embedders:
+        which = f" named {name!r}" if name else ""
+        raise ConfigError(
+            f"no embed analyzer{which} is enabled: enable plugins.embed (e.g. model: "
+            "openai/clip-vit-base-patch32) and run `phototag scan` first"
+        )
+    if len(embedders) > 1:
+        names = ", ".join(a.name for a in embedders)
+        raise click.UsageError(f"several embed analyzers are enabled ({names}): pick one with --model NAME")
+    return embedders[0]
+
+
+def _context(state: Any, model: str | None) -> tuple[Any, Analyzer, Any]:
+    """The config, the embed analyzer and the state DB a search runs against."""
+    from ..manager import collect
+    from ..state import StateDB
+
+    config = state.config()
+
+    def fail(plugin: str, e: Exception) -> None:
+        raise e if isinstance(e, PhototagError) else PhototagError(f"plugin {plugin} failed: {e}")
+
+    analyzers = [a for _, a in collect(state.pm, "register_analyzers", fail, config=config)]
+    embedder = find_embedder(analyzers, model)
+    if not Path(config.state_db).exists():
+        raise PhototagError(f"no state database at {config.state_db}: run `phototag scan` first")
+    return config, embedder, StateDB(config.state_db)
+
+
+def _stored(db: Any, embedder: Analyzer) -> list[tuple[str, np.ndarray]]:
+    items: list[tuple[str, np.ndarray]] = db.embeddings(embedder.fingerprint())
+    if not items:
+        raise PhototagError(
+            f"no photos embedded with {embedder.model_info().id} ({embedder.name}) yet: run `phototag scan` "
+            "with that embed model enabled"
+        )
+    return items
+
+
+def _cpu(config: Any) -> Device:
+    return Device(
+        "cpu", threads=max(1, int(getattr(config, "threads", 0) or 1)), reason="one query on the CPU"
+    )
+
+
+def _emit(db: Any, ranked: list[tuple[str, float]], limit: int, as_json: bool) -> int:
+    """Print each ranked photo's current paths (a hash with no path left is a deleted photo: skipped)."""
+    shown = 0
+    for content_hash, score in ranked:
+        for path in db.paths_for_hash(content_hash):
+            if shown >= limit:
+                return shown
+            shown += 1
+            if as_json:
+                doc = {"path": str(path), "score": round(score, 4), "content_hash": content_hash}
+                click.echo(json.dumps(doc, ensure_ascii=False))
+            else:
+                click.echo(f"{score:6.3f}  {path}")
+    return shown
+
+
+_limit = click.option(
+    "-n", "--limit", default=20, show_default=True, type=click.IntRange(1), help="How many."
+)
+_as_json = click.option("--json", "as_json", is_flag=True, help="One JSON object per photo on stdout.")
+_model = click.option(
+    "--model", default=None, metavar="NAME", help="Embed analyzer to use when several are on."
+)
+
+
+@click.command()
+@click.argument("query")
+@_limit
+@_as_json
+@_model
+@click.pass_obj
+def search(state: Any, query: str, limit: int, as_json: bool, model: str | None) -> None:
+    """Photos that match a text QUERY, best first (needs a CLIP-family embed model)."""
+    config, embedder, db = _context(state, model)
+    loaded = False
+    try:
+        items = _stored(db, embedder)
+        embed_text = getattr(embedder, "embed_text", None)
+        if embed_text is None:
+            raise ConfigError(
+                f"the embed model {embedder.model_info().id} cannot embed text; set plugins.embed.model to a "
+                "CLIP-family model (e.g. openai/clip-vit-base-patch32) and re-scan"
+            )
+        embedder.load(_cpu(config))
+        loaded = True
+        query_vector = np.asarray(embed_text([query])[0], dtype=np.float32)
+        shown = _emit(db, rank_by_vector(query_vector, items, limit * 4), limit, as_json)
+        if not shown:
+            click.echo("no photos found (the embedded photos were all deleted or moved)", err=True)
+    finally:
+        db.close()
+        if loaded:
+            embedder.unload()
+
+
+@click.command()
+@click.argument("photo", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@_limit
+@_as_json
+@_model
+@click.pass_obj
+def similar(state: Any, photo: Path, limit: int, as_json: bool, model: str | None) -> None:
+    """Photos that look like PHOTO, best first (PHOTO itself comes first)."""
+    config, embedder, db = _context(state, model)
+    loaded = False
+    try:
+        items = _stored(db, embedder)
+        vector = _photo_vector(db, embedder, photo)
+        loaded = vector is None
+        if vector is None:  # never scanned: embed it now
+            vector = _embed_now(embedder, photo, config)
+        _emit(db, rank_by_vector(vector, items, limit * 4), limit, as_json)
+    finally:
+        db.close()
+        if loaded:
+            embedder.unload()
+
+
+def _photo_vector(db: Any, embedder: Analyzer, photo: Path) -> np.ndarray | None:
+    """The stored embedding of ``photo``: by its recorded hash, else by hashing it (a moved or copied
+    file)."""
+    from ..files import hash_file
+
+    record = db.file_record(photo.resolve()) or db.file_record(photo)
+    hashes = [record.content_hash] if record is not None and record.content_hash else []
+    key = embedder.fingerprint()
+    for content_hash in hashes:
+        vector = db.embedding(content_hash, key)
+        if vector is not None:
+            return vector
+    try:
+        vector = db.embedding(hash_file(photo), key)
+    except OSError as e:
+        raise PhototagError(f"{photo}: cannot read it: {e.strerror or e}") from e
+    return vector
+
+
+def _embed_now(embedder: Analyzer, photo: Path, config: Any) -> np.ndarray:
+    from ..files import make_photo
+    from ..images import decode
+
+    image = decode(make_photo(photo), embedder.input_size, config.image)
+    embedder.load(_cpu(config))
+    [analysis] = embedder.analyze([image])
+    if analysis.embedding is None:
+        raise PhototagError(f"{photo}: the embed analyzer {embedder.name} returned no embedding")
+    return np.asarray(analysis.embedding, dtype=np.float32)
+
+
+@hookimpl
+def register_commands(cli: Any) -> None:
+    """Add ``search`` and ``similar`` to the CLI."""
+    cli.add_command(search)
+    cli.add_command(similar)

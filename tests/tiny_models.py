@@ -1,0 +1,495 @@
+"""Tiny randomly initialised transformers models, saved to a folder like a real checkpoint.
+
+The Hugging Face Hub is unreachable where the tests run, so every transformers backend is tested against
+models built here from configs: the same ``from_pretrained`` code path as a real checkpoint, with weights
+small enough to build in a fraction of a second. Outputs are random but deterministic (seeded) and
+input-dependent.
+
+Tokenizers cannot be downloaded either: :func:`tiny_clip_tokenizer` builds a real byte-level BPE tokenizer
+with a character vocabulary, so that different texts give different token ids and different text embeddings.
+
+Each builder is ``build_tiny_<name>(folder) -> folder``. Engineers append builders for their own models; do
+not rewrite the existing ones (other tests depend on their exact shapes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    """GPT-2/CLIP's reversible byte -> printable character map (the base alphabet of byte-level BPE)."""
+    bs = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, (chr(c) for c in cs), strict=True))
+
+
+def tiny_clip_tokenizer(model_max_length: int = 32) -> Any:
+    """A real CLIP byte-level BPE tokenizer with a 512-token character vocabulary plus a few merges.
+
+    Every lower-case word is spelt out character by character (a handful of merges make common words
+    shorter), so "a dog on a beach" and "a cat" give different ids. The end-of-text token is the id the tiny
+    text towers must pool on (``text_config.eos_token_id``).
+    """
+    from transformers import CLIPTokenizer
+
+    chars = list(_bytes_to_unicode().values())
+    vocab_list = chars + [c + "</w>" for c in chars]
+    merges: Any = [("t", "h"), ("th", "e</w>"), ("o", "n</w>")]
+    vocab_list += ["".join(m) for m in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def _save_tokenizer_and_images(folder: Path, tokenizer: Any, image_processor: Any) -> None:
+    tokenizer.save_pretrained(folder)
+    image_processor.save_pretrained(folder)
+
+
+def build_tiny_clip(folder: Path, *, projection_dim: int = 16, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny CLIP (2-layer towers, 32 px images, patch 8) with its tokenizer and image processor."""
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
+
+    folder = Path(folder)
+    tokenizer = tiny_clip_tokenizer()
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 32,
+            "eos_token_id": eos,
+            "bos_token_id": bos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 8,
+        },
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    CLIPModel(config).save_pretrained(folder)
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    _save_tokenizer_and_images(folder, tokenizer, image_processor)
+    return folder
+
+
+def build_tiny_siglip(folder: Path, *, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny SigLIP (sigmoid scoring, last-token text pooling) with the character BPE tokenizer.
+
+    Real SigLIP checkpoints ship a SentencePiece tokenizer (which needs the ``sentencepiece`` package); the
+    tokenizer is not what these tests exercise, so the tiny model reuses the CLIP-style one and pads to
+    ``max_length`` like SigLIP does.
+    """
+    from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
+
+    folder = Path(folder)
+    tokenizer = tiny_clip_tokenizer(model_max_length=16)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
+    config = SiglipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "max_position_embeddings": 16,
+            "eos_token_id": eos,
+            "bos_token_id": bos,
+            "pad_token_id": eos,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "image_size": image_size,
+            "patch_size": 8,
+        },
+    )
+    torch.manual_seed(seed)
+    model = SiglipModel(config)
+    # Random init leaves scale 0 and bias 0, i.e. every sigmoid score 0.5; real checkpoints learn about
+    # log(110) and -16. Spread the tiny model's scores out the same way so that thresholds mean something.
+    with torch.no_grad():
+        model.logit_scale.fill_(float(torch.log(torch.tensor(30.0))))
+        model.logit_bias.fill_(-3.0)
+    model.save_pretrained(folder)
+    image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
+    _save_tokenizer_and_images(folder, tokenizer, image_processor)
+    return folder
+
+
+def build_tiny_dinov2(folder: Path, *, image_size: int = 32, seed: int = 0) -> Path:
+    """A tiny DINOv2 image encoder (no text tower) with its image processor."""
+    from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
+
+    folder = Path(folder)
+    config = Dinov2Config(
+        hidden_size=32,
+        mlp_ratio=2,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=image_size,
+        patch_size=8,
+    )
+    torch.manual_seed(seed)
+    Dinov2Model(config).save_pretrained(folder)
+    BitImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    ).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_vit_classifier(
+    folder: Path,
+    labels: tuple[str, ...] = ("tabby, tabby cat", "motor scooter", "espresso", "rocket"),
+    seed: int = 0,
+) -> Path:
+    """A tiny fixed-label ViT image classifier whose ``id2label`` is ``labels``."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
+
+    folder = Path(folder)
+    config = ViTConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+    )
+    torch.manual_seed(seed)
+    ViTForImageClassification(config).save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+# -- captioning, VQA and detection models (caption / vqa / detect backends) ----------------------------------
+
+# Words the tiny generative models can say: real words (decoded text reads as words, one token each), "yes"
+# and "no" among them (so VQA answers can map to keywords).
+GEN_WORDS = [
+    *("a", "an", "the", "of", "on", "in", "with", "and", "is", "there", "yes", "no", "cat", "dog", "person"),
+    *("man", "woman", "people", "sitting", "standing", "red", "blue", "green", "table", "cup", "coffee"),
+    *("rocket", "motorcycle", "street", "sky", "photo", "picture", "two", "one"),
+]
+
+
+def tiny_word_tokenizer(
+    specials: tuple[str, ...], *, eos: str, pad: str = "<pad>", bos: str | None = None
+) -> Any:
+    """A real fast tokenizer over a word-level vocabulary (``specials`` first, then :data:`GEN_WORDS`): every
+    word is one token, so the number of generated tokens is the number of words in the decoded text."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {
+        tok: i for i, tok in enumerate(dict.fromkeys((pad, "<unk>", *specials, *GEN_WORDS, "?", ".", ",")))
+    }
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
+    kwargs = {"bos_token": bos} if bos else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=pad, unk_token="<unk>", eos_token=eos, **kwargs
+    )
+
+
+def tiny_bert_tokenizer(folder: Path) -> Any:
+    """BLIP's real tokenizer class (``BertTokenizer``) over a vocab file of whole words: ``[DEC]`` starts a
+    caption, ``[SEP]`` ends it."""
+    from transformers import BertTokenizer
+
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = folder / "vocab.txt"
+    vocab.write_text(
+        "\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]", *GEN_WORDS, "?", ".", ","]) + "\n"
+    )
+    return BertTokenizer(str(vocab), bos_token="[DEC]")
+
+
+def _blip_config(tokenizer: Any, init: float) -> Any:
+    from transformers import BlipConfig
+
+    ids = tokenizer.convert_tokens_to_ids
+    return BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 64, "initializer_range": init,
+            "bos_token_id": ids("[DEC]"), "pad_token_id": ids("[PAD]"), "sep_token_id": ids("[SEP]"),
+            "eos_token_id": ids("[SEP]"),
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": 32, "patch_size": 8, "initializer_range": init,
+        },
+        projection_dim=16,
+        image_text_hidden_size=16,
+    )  # fmt: skip
+
+
+def _build_tiny_blip(folder: Path, head: str, seed: int, init: float) -> Path:
+    import transformers
+    from transformers import BlipImageProcessorPil, BlipProcessor
+
+    folder = Path(folder)
+    tokenizer = tiny_bert_tokenizer(folder / "_vocab")
+    torch.manual_seed(seed)
+    # a wide initialisation makes the random model's output depend visibly on the image and the question
+    getattr(transformers, head)(_blip_config(tokenizer, init)).save_pretrained(folder)
+    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_blip_caption(folder: Path, *, seed: int = 2, init: float = 0.1) -> Path:
+    """A tiny BLIP captioning model (``BlipForConditionalGeneration``): BERT tokenizer, 32 px images."""
+    return _build_tiny_blip(folder, "BlipForConditionalGeneration", seed, init)
+
+
+def build_tiny_blip_vqa(folder: Path, *, seed: int = 0, init: float = 0.1) -> Path:
+    """A tiny BLIP question-answering model (``BlipForQuestionAnswering``), the captioner's tokenizer."""
+    return _build_tiny_blip(folder, "BlipForQuestionAnswering", seed, init)
+
+
+def build_tiny_vit_gpt2(folder: Path, *, seed: int = 0, init: float = 0.3) -> Path:
+    """A tiny VisionEncoderDecoder (ViT encoder + GPT-2 decoder with cross-attention), like vit-gpt2: an image
+    processor and a tokenizer but no joint processor."""
+    from transformers import (
+        GPT2Config,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessorPil,
+    )
+
+    folder = Path(folder)
+    tokenizer = tiny_word_tokenizer(("<|endoftext|>",), eos="<|endoftext|>", bos="<|endoftext|>")
+    eos = tokenizer.eos_token_id
+    encoder = ViTConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
+        patch_size=8, initializer_range=init,
+    )  # fmt: skip
+    decoder = GPT2Config(
+        vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, add_cross_attention=True,
+        is_decoder=True, bos_token_id=eos, eos_token_id=eos, initializer_range=init,
+    )  # fmt: skip
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id = config.pad_token_id = config.eos_token_id = eos
+    torch.manual_seed(seed)
+    model = VisionEncoderDecoderModel(config=config)
+    generation = model.generation_config
+    generation.decoder_start_token_id = generation.pad_token_id = generation.eos_token_id = eos
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
+    return folder
+
+
+# A chat template of the usual shape: the image placeholder, the user's text, then the assistant's turn.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] }} : {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>"
+    "{% else %} {{ c['text'] }} {% endif %}{% endfor %}<end_of_utterance> {% endfor %}"
+    "{% if add_generation_prompt %}assistant : {% endif %}"
+)
+
+
+def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Path:
+    """A tiny Idefics3 (the architecture of SmolVLM-256M/500M-Instruct): SigLIP-style vision tower, pixel
+    shuffle, Llama text model, an ``Idefics3Processor`` with a chat template. 32 px images, no splitting."""
+    from transformers import (
+        Idefics3Config,
+        Idefics3ForConditionalGeneration,
+        Idefics3ImageProcessorPil,
+        Idefics3Processor,
+    )
+
+    folder = Path(folder)
+    image_tokens = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
+    grid = tuple(f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6))
+    tokenizer = tiny_word_tokenizer(
+        ("<s>", *image_tokens, *grid, "user", "assistant", ":"), eos="<end_of_utterance>", bos="<s>"
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": [*image_tokens, *grid]})
+    ids = tokenizer.convert_tokens_to_ids
+    config = Idefics3Config(
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": 32, "patch_size": 8, "initializer_range": init,
+        },
+        text_config={
+            "model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
+            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+            "max_position_embeddings": 256, "initializer_range": init, "pad_token_id": ids("<pad>"),
+            "bos_token_id": ids("<s>"), "eos_token_id": ids("<end_of_utterance>"),
+        },
+        image_token_id=ids("<image>"),
+        scale_factor=2,
+        pad_token_id=ids("<pad>"),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Idefics3ForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.bos_token_id = ids("<pad>"), ids("<s>")
+    generation.eos_token_id = ids("<end_of_utterance>")
+    model.save_pretrained(folder)
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+    )
+    # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2 -> 4 image tokens per image
+    Idefics3Processor(
+        image_processor, tokenizer, image_seq_len=4, chat_template=TINY_CHAT_TEMPLATE
+    ).save_pretrained(folder)
+    return folder
+
+
+DETECT_LABELS = ("cat", "motorcycle", "person", "N/A", "cup")
+"""Class names of the tiny closed-set detectors; id 3 is COCO-style unused ("N/A")."""
+
+
+def _detect_label_maps() -> dict[str, Any]:
+    return {
+        "id2label": dict(enumerate(DETECT_LABELS)),
+        "label2id": {n: i for i, n in enumerate(DETECT_LABELS)},
+    }
+
+
+def build_tiny_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
+    """A tiny DETR with a transformers ResNet backbone (``use_timm_backbone=False``: no timm/torchvision)."""
+    from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessorPil, ResNetConfig
+
+    folder = Path(folder)
+    backbone = ResNetConfig(
+        embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], out_features=["stage4"]
+    )
+    config = DetrConfig(
+        use_timm_backbone=False, backbone_config=backbone, d_model=32, encoder_layers=1, decoder_layers=1,
+        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+        num_queries=12, init_std=init, **_detect_label_maps(),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    DetrForObjectDetection(config).save_pretrained(folder)
+    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_rt_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
+    """A tiny RT-DETR (ResNet backbone, one encoder and one decoder layer, 12 queries, 64x64 input)."""
+    from transformers import (
+        RTDetrConfig,
+        RTDetrForObjectDetection,
+        RTDetrImageProcessorPil,
+        RTDetrResNetConfig,
+    )
+
+    folder = Path(folder)
+    backbone = RTDetrResNetConfig(
+        embedding_size=8,
+        hidden_sizes=[8, 16, 16, 32],
+        depths=[1, 1, 1, 1],
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    config = RTDetrConfig(
+        backbone_config=backbone, encoder_hidden_dim=16, encoder_in_channels=[16, 16, 32],
+        feat_strides=[8, 16, 32], encoder_layers=1, encoder_ffn_dim=32, encoder_attention_heads=2, d_model=16,
+        num_queries=12, decoder_layers=1, decoder_ffn_dim=32, decoder_attention_heads=2,
+        decoder_in_channels=[16, 16, 16], num_feature_levels=3, decoder_n_points=2, num_denoising=0,
+        initializer_range=init, **_detect_label_maps(),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    RTDetrForObjectDetection(config).save_pretrained(folder)
+    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_yolos(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
+    """A tiny YOLOS (ViT with 12 detection tokens)."""
+    from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessorPil
+
+    folder = Path(folder)
+    config = YolosConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[32, 32],
+        patch_size=8, num_detection_tokens=12, initializer_range=init, **_detect_label_maps(),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    YolosForObjectDetection(config).save_pretrained(folder)
+    YolosImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}).save_pretrained(folder)
+    return folder
+
+
+def _build_tiny_owl(folder: Path, version: int, seed: int, init: float) -> Path:
+    import transformers
+
+    folder = Path(folder)
+    prefix = "Owlv2" if version == 2 else "OwlViT"
+    tokenizer = tiny_clip_tokenizer(model_max_length=16)
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    config = getattr(transformers, f"{prefix}Config")(
+        text_config={
+            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": eos,
+            "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"), "pad_token_id": eos,
+            "initializer_range": init,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+            "image_size": 32, "patch_size": 8, "initializer_range": init,
+        },
+        projection_dim=32,  # the class head compares image features (vision width) with text embeddings
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = getattr(transformers, f"{prefix}ForObjectDetection")(config)
+    with torch.no_grad():
+        # A random box head saturates the sigmoid (every box the whole frame or nothing); a damped one leaves
+        # each patch its prior box (OWL's box bias: a box around the patch) moved a little by the image.
+        model.box_head.dense2.weight.mul_(0.02)
+        model.box_head.dense2.bias.zero_()
+    model.save_pretrained(folder)
+    if version == 2:
+        image_processor = transformers.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
+    else:
+        image_processor = transformers.OwlViTImageProcessorPil(
+            size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}
+        )
+    getattr(transformers, f"{prefix}Processor")(
+        image_processor=image_processor, tokenizer=tokenizer
+    ).save_pretrained(folder)
+    return folder
+
+
+def build_tiny_owlvit(folder: Path, *, seed: int = 0, init: float = 0.05) -> Path:
+    """A tiny OWL-ViT open-vocabulary detector (CLIP-style towers, 4x4 patch grid = 16 boxes)."""
+    return _build_tiny_owl(folder, 1, seed, init)
+
+
+def build_tiny_owlv2(folder: Path, *, seed: int = 0, init: float = 0.05) -> Path:
+    """A tiny OWLv2 open-vocabulary detector (pads images to a square, unlike OWL-ViT)."""
+    return _build_tiny_owl(folder, 2, seed, init)
