@@ -1,0 +1,678 @@
+"""Builtin plugin ``xmp``: writes keywords, hierarchy, caption, regions and provenance through exiftool.
+
+What goes where (see METADATA.md):
+
+* keywords: ``XMP-dc:Subject``; embedding into JPEG/TIFF also ``IPTC:Keywords`` (UTF-8,
+  ``CodedCharacterSet`` set; keywords over IPTC's 64 bytes stay XMP-only);
+* hierarchy: ``XMP-lr:HierarchicalSubject`` (``AI|Animals|Cat`` and every ancestor) and
+  ``XMP-digiKam:TagsList`` (``AI/Animals/Cat``), in sync; ``|`` and ``/`` inside a level become ``-``;
+* caption: ``XMP-dc:Description`` (x-default) + ``XMP-tiff:ImageDescription``; embedding also
+  ``IPTC:Caption-Abstract`` (JPEG/TIFF, up to 2000 bytes) and ``EXIF:ImageDescription`` (JPEG/TIFF/PNG/WebP);
+* faces: ``XMP-mwg-rs:RegionInfo`` (Type Face, normalised centre box, AppliedToDimensions in pixels);
+* objects: ``XMP-iptcExt:ImageRegion`` (rectangle, relative units, Name = label, RId ``phototag:N``, role
+  subjectArea);
+* provenance: the ``XMP-phototag`` namespace (``phototag/data/exiftool.config``).
+
+Ownership. phototag records in its namespace exactly what it ADDED: the flat keywords / hierarchy entries that
+were not there before (``AddedSubject`` ...), the caption it wrote, the keys of its face regions; its object
+regions carry ``RId phototag:N``. A re-run removes exactly those (``-TAG-=v`` then ``-TAG+=v``) and adds the
+new ones, so nothing is duplicated and the user's own keywords, hierarchy, caption and regions survive,
+including a user keyword identical to one phototag would add (it was there first, so it is not recorded).
+Limitation: a keyword the user adds *after* phototag added the identical one is indistinguishable from
+phototag's and goes away with ``untag``. A face region the user renamed becomes the user's; phototag does not
+add a second box on the same area. ``write`` makes the metadata reflect the given result: the core passes the
+complete result for a photo (all analyzers), and whatever phototag wrote before that is not in it is removed.
+When nothing would change, nothing is written (the file keeps its bytes and mtime).
+
+Captions. ``caption: keep`` never overwrites a caption phototag did not write: if any caption field (in
+sidecar mode also the photo's embedded ones) holds a non-blank text other than phototag's last caption, no
+caption is written. ``replace`` overwrites. Control characters other than tab/newline (invalid in XML) become
+spaces; CR LF and CR become LF (XML readers normalise them anyway).
+
+Sidecars (``metadata.mode: sidecar``, the default: the photo is never modified).
+
+* ``sidecar_name: append`` -> ``photo.jpg.xmp`` (darktable, digiKam, Immich); ``replace`` -> ``photo.xmp``.
+* Collisions with ``replace``: ``IMG_1.CR2`` and ``IMG_1.JPG`` would share ``IMG_1.xmp``. Two photos must
+  never mix their results in one file, so the owner of ``IMG_1.xmp`` is the RAW file of the group (else the
+  first name in sort order); the other members fall back to ``append`` naming (``IMG_1.JPG.xmp``) and a line
+  is logged. The sidecar records its photo in ``XMP-phototag:Source``.
+* An existing sidecar is edited in place (exiftool's own temp file + rename), never replaced wholesale.
+* A new sidecar starts as a copy of the photo's own XMP (``-tagsFromFile PHOTO -xmp:all``), as digiKam does:
+  tools that read only the sidecar when one exists (Immich, darktable) keep showing the user's embedded
+  keywords, caption and regions. It is built under a hidden temp name and published with a no-clobber hard
+  link, so a crash leaves either no sidecar or a complete one. ``untag`` deletes a sidecar that is left with
+  no XMP at all; one that still holds the copied data stays (it may hold the user's later edits).
+
+Embedding (``metadata.mode: embed``): ``-overwrite_original`` (exiftool writes ``FILE_exiftool_tmp`` and
+renames it over the file: atomic, no ``_original`` litter; the inode changes, hard links are not kept;
+symlinks are resolved and the target is written). Pixels are never touched. A stale ``FILE_exiftool_tmp`` left
+by a killed exiftool is removed before every write. ``untag`` cleans the photo and both possible sidecar
+names, whichever hold phototag's namespace.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, hookimpl
+from ..config import Config
+from ..errors import MetadataError
+from ..exiftool import Exiftool, as_list, describe_failure, remove_stale_tmp_for, serialize_struct
+from ..types import AnalyzerRun, PhotoResult, Region, Tag, Writer
+
+log = logging.getLogger(__name__)
+
+SUBJECT = "XMP-dc:Subject"
+HIERARCHY = "XMP-lr:HierarchicalSubject"
+TAGSLIST = "XMP-digiKam:TagsList"
+IPTC_KEYWORDS = "IPTC:Keywords"
+ADDED = {
+    SUBJECT: "XMP-phototag:AddedSubject",
+    IPTC_KEYWORDS: "XMP-phototag:AddedKeywords",
+    HIERARCHY: "XMP-phototag:AddedHierarchy",
+    TAGSLIST: "XMP-phototag:AddedTagsList",
+}
+# caption fields: tag to write -> key it reads back as (exiftool -G1)
+CAPTION_XMP = {
+    "XMP-dc:Description": "XMP-dc:Description",
+    "XMP-tiff:ImageDescription": "XMP-tiff:ImageDescription",
+}
+CAPTION_IPTC = {"IPTC:Caption-Abstract": "IPTC:Caption-Abstract"}
+CAPTION_EXIF = {"EXIF:ImageDescription": "IFD0:ImageDescription"}
+REGION_INFO = "XMP-mwg-rs:RegionInfo"
+IMAGE_REGION = "XMP-iptcExt:ImageRegion"
+PROVENANCE = "XMP-phototag:"
+READ_TAGS = (
+    SUBJECT, HIERARCHY, TAGSLIST, "XMP-dc:Description", "XMP-tiff:ImageDescription",
+    REGION_INFO, IMAGE_REGION, "XMP-phototag:all", "IPTC:all", "EXIF:ImageDescription",
+)  # fmt: skip
+
+IPTC_EXTS = frozenset({".jpg", ".jpeg", ".tif", ".tiff"})
+EXIF_EXTS = IPTC_EXTS | {".png", ".webp"}
+RAW_EXTS = frozenset({".dng", ".cr2", ".cr3", ".nef", ".arw", ".orf", ".rw2", ".raf"})
+IPTC_EMPTY = frozenset(
+    {"IPTC:CodedCharacterSet", "IPTC:EnvelopeRecordVersion", "IPTC:ApplicationRecordVersion"}
+)
+IPTC_KEYWORD_MAX = 64
+IPTC_CAPTION_MAX = 2000
+OBJECT_RID = "phototag:"
+SUBJECT_AREA = "http://cv.iptc.org/newscodes/imageregionrole/subjectArea"
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def _clean(text: str) -> str:
+    # XML parsers turn CR LF and CR into LF anyway; doing it here keeps what phototag records equal to what
+    # every reader sees
+    return _XML_ILLEGAL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
+
+
+def _level(text: str) -> str:
+    return _clean(text).replace("|", "-").replace("/", "-").strip()
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _num(value: float) -> str:
+    return f"{min(max(value, 0.0), 1.0):.6f}"
+
+
+# -- what phototag wants the metadata to say ----------------------------------------------------------------
+
+
+@dataclass
+class Desired:
+    """The metadata one PhotoResult asks for, independent of the file's current state."""
+
+    subject: list[str] = field(default_factory=list)
+    hierarchy: list[str] = field(default_factory=list)
+    tagslist: list[str] = field(default_factory=list)
+    caption: str | None = None
+    caption_model: str = ""
+    faces: list[dict[str, Any]] = field(default_factory=list)
+    objects: list[dict[str, Any]] = field(default_factory=list)
+    tags_provenance: list[dict[str, str]] = field(default_factory=list)
+    regions_provenance: list[dict[str, str]] = field(default_factory=list)
+    root: str = ""
+    width: int = 0
+    height: int = 0
+
+
+def _provenance(run: AnalyzerRun, **fields: str) -> dict[str, str]:
+    out = {**fields, "Analyzer": run.analyzer, "Model": run.model.id, "Revision": run.model.revision}
+    return {k: _clean(v) for k, v in out.items() if v}
+
+
+def mwg_face(region: Region) -> dict[str, Any]:
+    """A face as an MWG region: the box's centre, width and height, normalised."""
+    area = {
+        "X": _num(region.x + region.w / 2),
+        "Y": _num(region.y + region.h / 2),
+        "W": _num(region.w),
+        "H": _num(region.h),
+        "Unit": "normalized",
+    }
+    return {"Area": area, "Name": _clean(region.label), "Type": "Face"}
+
+
+def desired_from(result: PhotoResult, root: str, min_score: float) -> Desired:
+    """What ``result`` should look like in XMP: keywords at or above ``min_score`` under ``root``."""
+    root_levels = [lv for lv in (_level(p) for p in re.split(r"[|/]", root)) if lv]
+    want = Desired(root="|".join(root_levels), width=result.width, height=result.height)
+    hier: list[str] = []
+    tags: list[tuple[AnalyzerRun, Tag]] = [(r, t) for r, t in result.tags if t.score >= min_score]
+    for run, tag in tags:
+        name = _clean(tag.name).strip()
+        levels = [lv for lv in (_level(p) for p in tag.hierarchy) if lv]
+        if not name or not levels:
+            continue
+        want.subject.append(name)
+        full = root_levels + levels
+        hier += ["|".join(full[: i + 1]) for i in range(len(full))]
+        want.tags_provenance.append(
+            _provenance(run, Name=name, Path="|".join(full), Score=f"{tag.score:.4f}")
+        )
+    want.subject = _unique(want.subject)
+    want.hierarchy = _unique(hier)
+    want.tagslist = [h.replace("|", "/") for h in want.hierarchy]
+    for run in result.ok_runs:
+        if run.analysis is not None and run.analysis.caption and _clean(run.analysis.caption).strip():
+            want.caption = _clean(run.analysis.caption)
+            want.caption_model = "@".join(p for p in (run.model.id, run.model.revision) if p)
+            break
+    n_objects = 0
+    for run, region in result.regions:
+        if region.score < min_score or region.w <= 0 or region.h <= 0:
+            continue
+        if region.kind == "face":
+            face = mwg_face(region)
+            want.faces.append(face)
+            key = mwg_key(face)
+            want.regions_provenance.append(
+                _provenance(run, Kind="face", Name=face["Name"], Key=key, Score=f"{region.score:.4f}")
+            )
+        else:
+            n_objects += 1
+            rid = f"{OBJECT_RID}{n_objects}"
+            want.objects.append(
+                {
+                    "RegionBoundary": {
+                        "RbShape": "rectangle",
+                        "RbUnit": "relative",
+                        "RbX": _num(region.x),
+                        "RbY": _num(region.y),
+                        "RbW": _num(region.w),
+                        "RbH": _num(region.h),
+                    },
+                    "RId": rid,
+                    "Name": _clean(region.label),
+                    "RRole": [{"Identifier": [SUBJECT_AREA], "Name": "subject area"}],
+                }
+            )
+            want.regions_provenance.append(
+                _provenance(
+                    run, Kind="object", Name=_clean(region.label), Key=rid, Score=f"{region.score:.4f}"
+                )
+            )
+    return want
+
+
+# -- region identity -----------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return f"{float(value):.6f}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _area_key(region: Mapping[str, Any]) -> str:
+    area = region.get("Area") or {}
+    return "|".join(_fmt(area.get(k)) for k in ("X", "Y", "W", "H"))
+
+
+def mwg_key(region: Mapping[str, Any]) -> str:
+    """Identity of an MWG face region: its name and area (6 decimals), as phototag records it."""
+    return f"{region.get('Name', '')}|{_area_key(region)}"
+
+
+def _object_key(region: Mapping[str, Any]) -> str:
+    b = region.get("RegionBoundary") or {}
+    coords = "|".join(_fmt(b.get(k)) for k in ("RbX", "RbY", "RbW", "RbH"))
+    return f"{region.get('RId', '')}|{region.get('Name', '')}|{coords}"
+
+
+# -- planning: current state + desired -> exiftool arguments (pure) ------------------------------------------
+
+
+@dataclass(frozen=True)
+class Target:
+    """The file exiftool edits for a photo, and which non-XMP groups it carries."""
+
+    path: Path
+    photo: Path
+    sidecar: bool
+
+    @property
+    def iptc(self) -> bool:
+        return not self.sidecar and self.path.suffix.lower() in IPTC_EXTS
+
+    @property
+    def exif(self) -> bool:
+        return not self.sidecar and self.path.suffix.lower() in EXIF_EXTS
+
+
+def _plan_list(
+    tag: str, current: Any, prev_added: Any, desired: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Arguments for one list field, and the new list of entries phototag added."""
+    cur = [str(v) for v in as_list(current)]
+    prev = [str(v) for v in as_list(prev_added)]
+    user = {c for c in cur if c not in prev}
+    added = [d for d in desired if d not in user]
+    remove = _unique(prev + added)
+    drop = set(remove)
+    final = [c for c in cur if c not in drop] + added
+    if final == cur:
+        return [], added
+    return [f"-{tag}-={v}" for v in remove] + [f"-{tag}+={v}" for v in added], added
+
+
+def _caption_fields(target: Target, caption: str | None) -> dict[str, tuple[str, str | None]]:
+    """write tag -> (read key, value phototag wants there; None: nothing of phototag's)."""
+    fields: dict[str, tuple[str, str | None]] = {t: (k, caption) for t, k in CAPTION_XMP.items()}
+    if target.iptc:
+        fits = caption is not None and len(caption.encode()) <= IPTC_CAPTION_MAX
+        fields.update({t: (k, caption if fits else None) for t, k in CAPTION_IPTC.items()})
+    if target.exif:
+        fields.update({t: (k, caption) for t, k in CAPTION_EXIF.items()})
+    return fields
+
+
+def _plan_caption(
+    target: Target, cur: Mapping[str, Any], want: Desired, mode: str, elsewhere: Sequence[str]
+) -> tuple[list[str], str | None]:
+    """Arguments for the caption fields, and the caption phototag's provenance records afterwards."""
+    prev = cur.get("XMP-phototag:Caption")
+    prev = str(prev) if prev is not None else None
+    fields = _caption_fields(target, want.caption)
+    values = {t: (str(cur[k]) if cur.get(k) is not None else None) for t, (k, _) in fields.items()}
+    others = [*values.values(), *elsewhere]
+    user_caption = any(v is not None and v.strip() and v != prev for v in others)
+    args: list[str] = []
+    if want.caption is not None and (mode == "replace" or not user_caption):
+        for t, (_, wanted) in fields.items():
+            if wanted is not None and values[t] != wanted:
+                args.append(f"-{t}={wanted}")
+            elif wanted is None and prev is not None and values[t] == prev:
+                args.append(f"-{t}=")
+        return args, want.caption
+    if want.caption is None:
+        # phototag has no caption now: take back its old one wherever it is still unchanged
+        args = [f"-{t}=" for t, v in values.items() if prev is not None and v == prev]
+        return args, None
+    # keep: the user's caption stays; phototag's old copies (if any) stay recorded so that untag finds them
+    still_ours = prev is not None and any(v == prev for v in values.values())
+    return [], prev if still_ours else None
+
+
+def _plan_faces(cur: Mapping[str, Any], prev_keys: set[str], want: Desired) -> tuple[list[str], set[str]]:
+    """Arguments for the MWG face regions, and the keys of the faces phototag owns afterwards."""
+    info = cur.get(REGION_INFO)
+    info = info if isinstance(info, Mapping) else {}
+    regions = [r for r in as_list(info.get("RegionList")) if isinstance(r, Mapping)]
+    ours = [r for r in regions if mwg_key(r) in prev_keys]
+    user = [r for r in regions if mwg_key(r) not in prev_keys]
+    user_areas = {_area_key(r) for r in user}
+    # a user's region on the same area (e.g. one phototag wrote, renamed to a person) is not boxed twice
+    wanted = [f for f in want.faces if _area_key(f) not in user_areas]
+    keys = {mwg_key(f) for f in wanted}
+    if [mwg_key(r) for r in ours] == [mwg_key(f) for f in wanted]:
+        return [], keys
+    if not user:
+        if not wanted:
+            return [f"-{REGION_INFO}="], keys
+        dims = {"W": str(want.width), "H": str(want.height), "Unit": "pixel"}
+        info_struct = {"AppliedToDimensions": dims, "RegionList": wanted}
+        return [f"-{REGION_INFO}=" + serialize_struct(info_struct)], keys
+    args = [f"-XMP-mwg-rs:RegionList-={serialize_struct(r)}" for r in ours]
+    args += [f"-XMP-mwg-rs:RegionList+={serialize_struct(f)}" for f in wanted]
+    if not info.get("AppliedToDimensions") and wanted:
+        args += [
+            f"-XMP-mwg-rs:RegionAppliedToDimensionsW={want.width}",
+            f"-XMP-mwg-rs:RegionAppliedToDimensionsH={want.height}",
+            "-XMP-mwg-rs:RegionAppliedToDimensionsUnit=pixel",
+        ]
+    return args, keys
+
+
+def _plan_objects(cur: Mapping[str, Any], want: Desired) -> list[str]:
+    regions = [r for r in as_list(cur.get(IMAGE_REGION)) if isinstance(r, Mapping)]
+    ours = [r for r in regions if str(r.get("RId", "")).startswith(OBJECT_RID)]
+    user = [r for r in regions if not str(r.get("RId", "")).startswith(OBJECT_RID)]
+    if [_object_key(r) for r in ours] == [_object_key(o) for o in want.objects]:
+        return []
+    if not user:
+        return [f"-{IMAGE_REGION}=" + (serialize_struct(want.objects) if want.objects else "")]
+    return [f"-{IMAGE_REGION}-={serialize_struct(r)}" for r in ours] + [
+        f"-{IMAGE_REGION}+={serialize_struct(o)}" for o in want.objects
+    ]
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items() if v not in ("", None)}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    return str(value)
+
+
+def _current_provenance(cur: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cur.items():
+        if key.startswith(PROVENANCE):
+            name = key[len(PROVENANCE) :]
+            if name in ("Tags", "Regions") or name.startswith("Added"):
+                value = as_list(value)
+            out[name] = _norm(value)
+    return out
+
+
+def _caption_model(caption: str | None, want: Desired, old: Mapping[str, Any]) -> str:
+    if not caption:
+        return ""
+    return want.caption_model if caption == want.caption else str(old.get("CaptionModel", ""))
+
+
+def plan(
+    target: Target,
+    cur: Mapping[str, Any],
+    want: Desired,
+    *,
+    caption_mode: str = "keep",
+    elsewhere_captions: Sequence[str] = (),
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[str]:
+    """exiftool arguments that turn ``cur`` (what the target holds now, as read with ``-G1 -struct``) into
+    ``want`` while keeping everything phototag did not write. Empty: nothing would change."""
+    old = _current_provenance(cur)
+    args: list[str] = []
+    added: dict[str, list[str]] = {}
+    lists = [(SUBJECT, want.subject), (HIERARCHY, want.hierarchy), (TAGSLIST, want.tagslist)]
+    if target.iptc:
+        fits = [k for k in want.subject if len(k.encode()) <= IPTC_KEYWORD_MAX]
+        lists.append((IPTC_KEYWORDS, fits))
+    for tag, values in lists:
+        tag_args, added[tag] = _plan_list(tag, cur.get(tag), old.get(ADDED[tag][len(PROVENANCE) :]), values)
+        args += tag_args
+    caption_args, caption = _plan_caption(target, cur, want, caption_mode, elsewhere_captions)
+    args += caption_args
+    prev_faces = {
+        r.get("Key", "") for r in old.get("Regions", []) if isinstance(r, dict) and r.get("Kind") == "face"
+    }
+    face_args, face_keys = _plan_faces(cur, prev_faces, want)
+    args += face_args
+    args += _plan_objects(cur, want)
+    if target.iptc and any(a.startswith("-IPTC:") for a in args):
+        args.append("-IPTC:CodedCharacterSet=UTF8")
+
+    new: dict[str, Any] = {
+        "Root": want.root,
+        "Source": target.photo.name if target.sidecar else "",
+        **{ADDED[t][len(PROVENANCE) :]: v for t, v in added.items()},
+        "Caption": caption or "",
+        "CaptionModel": _caption_model(caption, want, old),
+        "Tags": want.tags_provenance,
+        "Regions": [r for r in want.regions_provenance if r["Kind"] != "face" or r["Key"] in face_keys],
+    }
+    new = {k: _norm(v) for k, v in new.items() if v not in ("", [], None)}
+    meaningful = {k: v for k, v in new.items() if k not in ("Root", "Source")}
+    old_cmp = {k: v for k, v in old.items() if k not in ("RunTime", "Version") and v not in ("", [])}
+    if not args and (new == old_cmp or (not meaningful and not old_cmp)):
+        return []
+    if not meaningful:
+        return [*args, f"-{PROVENANCE}all="]
+    # delete the namespace, then set every field afresh (exiftool applies the deletion first)
+    args.append(f"-{PROVENANCE}all=")
+    args += [
+        f"-{PROVENANCE}Version={__version__}",
+        f"-{PROVENANCE}RunTime={now().isoformat(timespec='seconds')}",
+    ]
+    for name, value in new.items():
+        if name in ("Tags", "Regions"):
+            args.append(f"-{PROVENANCE}{name}={serialize_struct(value)}")
+        elif isinstance(value, list):
+            args += [f"-{PROVENANCE}{name}={v}" for v in value]
+        else:
+            args.append(f"-{PROVENANCE}{name}={value}")
+    return args
+
+
+# -- the writer ----------------------------------------------------------------------------------------------
+
+
+def sidecar_path(photo: Path, naming: str, extensions: Iterable[str] = ()) -> Path:
+    """The XMP sidecar for ``photo``: ``photo.jpg.xmp`` (append) or ``photo.xmp`` (replace; on a collision
+    with a sibling photo of the same stem, only the group's owner gets it, see the module docstring)."""
+    append = photo.with_name(photo.name + ".xmp")
+    if naming == "append":
+        return append
+    replace = photo.with_suffix(".xmp")
+    exts = {e.lower() for e in extensions} | RAW_EXTS | IPTC_EXTS | EXIF_EXTS
+    try:
+        siblings = [
+            p
+            for p in photo.parent.iterdir()
+            if p.stem == photo.stem and p.name != photo.name and p.suffix.lower() in exts and p.is_file()
+        ]
+    except OSError:
+        siblings = []
+    if not siblings:
+        return replace
+    owner = min([photo, *siblings], key=lambda p: (p.suffix.lower() not in RAW_EXTS, p.name))
+    if owner.name == photo.name:
+        return replace
+    log.info("%s: %s belongs to %s; writing %s instead", photo, replace.name, owner.name, append.name)
+    return append
+
+
+class XmpWriter:
+    """Writes one photo's results into XMP (sidecar or embedded) through one long-lived exiftool.
+
+    ``exiftool``: an injected client (not closed by :meth:`close`); by default one is made from
+    ``config.exiftool`` on first use.
+    """
+
+    name = "xmp"
+
+    def __init__(self, config: Config, exiftool: Exiftool | None = None) -> None:
+        self.config = config
+        self.settings = config.metadata
+        self._own = exiftool is None
+        self.exiftool = exiftool or Exiftool(config.exiftool.path, timeout=config.exiftool.timeout)
+
+    def target_for(self, photo: Path) -> Target:
+        """Which file ``write`` edits for ``photo`` under the current settings."""
+        if self.settings.mode == "embed":
+            real = photo.resolve()
+            return Target(real, real, sidecar=False)
+        naming = self.settings.sidecar_name
+        return Target(sidecar_path(photo, naming, self.config.image.extensions), photo, sidecar=True)
+
+    def write(self, result: PhotoResult) -> None:
+        """Make the photo's XMP reflect ``result``; raises MetadataError (naming the file and the fix)."""
+        photo = result.photo.path
+        if not photo.is_file():
+            raise MetadataError(
+                photo, "file not found: it was moved or deleted before its metadata was written"
+            )
+        want = desired_from(result, self.settings.keyword_root, self.settings.min_score)
+        target = self.target_for(photo)
+        if target.sidecar:
+            self._write_sidecar(target, want)
+        else:
+            cur = self._read(target.path)[0]
+            self._apply(target, cur, want, elsewhere=())
+
+    def remove(self, path: Path) -> None:
+        """``untag``: remove exactly what phototag wrote for the photo at ``path``, from the photo itself and
+        from both possible sidecars, wherever phototag's namespace is found."""
+        photo = Path(path)
+        candidates: list[Target] = []
+        if photo.is_file():
+            real = photo.resolve()
+            candidates.append(Target(real, real, sidecar=False))
+        for naming in ("append", "replace"):
+            side = photo.with_name(photo.name + ".xmp") if naming == "append" else photo.with_suffix(".xmp")
+            if side.is_file() and all(c.path != side for c in candidates):
+                candidates.append(Target(side, photo, sidecar=True))
+        if not candidates:
+            return
+        states = self._read(*(c.path for c in candidates))
+        for target, cur in zip(candidates, states, strict=True):
+            if not any(k.startswith(PROVENANCE) for k in cur):
+                continue
+            source = cur.get(f"{PROVENANCE}Source")
+            if target.sidecar and source and source != photo.name:
+                continue  # photo.xmp of the sibling that owns it
+            self._apply(target, cur, Desired(), elsewhere=())
+            if target.sidecar:
+                self._drop_if_empty(target.path)
+            else:
+                self._tidy_embedded(target.path)
+
+    def close(self) -> None:
+        """Stop the exiftool process (when this writer made it)."""
+        if self._own:
+            self.exiftool.close()
+
+    # -- internals -----------------------------------------------------------------------------------------
+
+    def _read(self, *paths: Path) -> list[dict[str, Any]]:
+        items = self.exiftool.execute_json(
+            *(f"-{t}" for t in READ_TAGS), *map(_abspath, paths), file=paths[0]
+        )
+        by_file = {item.get("SourceFile"): item for item in items}
+        out = []
+        for p in paths:
+            item = by_file.get(_abspath(p))
+            if item is None:
+                raise MetadataError(p, "exiftool cannot read this file: it is not a valid image of its type")
+            out.append({k: v for k, v in item.items() if k != "SourceFile"})
+        return out
+
+    def _apply(self, target: Target, cur: Mapping[str, Any], want: Desired, elsewhere: Sequence[str]) -> bool:
+        args = plan(target, cur, want, caption_mode=self.settings.caption, elsewhere_captions=elsewhere)
+        if not args:
+            return False
+        remove_stale_tmp_for(target.path)
+        if target.iptc and any(a.startswith("-IPTC:") for a in args):
+            self._iptc_to_utf8(target.path, cur)
+        self.exiftool.write(target.path, *args)
+        return True
+
+    def _iptc_to_utf8(self, path: Path, cur: Mapping[str, Any]) -> None:
+        """Existing IPTC in another charset is rewritten as UTF-8 first (exiftool FAQ 10), else its non-ASCII
+        text would be mislabelled once CodedCharacterSet says UTF8."""
+        iptc = [k for k in cur if k.startswith("IPTC:") and k != "IPTC:CodedCharacterSet"]
+        if iptc and cur.get("IPTC:CodedCharacterSet") != "UTF8":
+            self.exiftool.write(path, "-tagsFromFile", "@", "-IPTC:all", "-IPTC:CodedCharacterSet=UTF8")
+
+    def _write_sidecar(self, target: Target, want: Desired) -> None:
+        side, photo = target.path, target.photo
+        if side.exists():
+            cur, photo_cur = self._read(side, photo)
+            self._apply(target, cur, want, elsewhere=_captions(photo_cur))
+            return
+        photo_cur = self._read(photo)[0]
+        xmp_only = {k: v for k, v in photo_cur.items() if k.startswith("XMP-")}
+        if not plan(
+            target,
+            xmp_only,
+            want,
+            caption_mode=self.settings.caption,
+            elsewhere_captions=_captions(photo_cur),
+        ):
+            return  # nothing to say: no empty sidecar
+        tmp = side.with_name(f".{side.name}.phototag-{secrets.token_hex(4)}.xmp")
+        try:
+            # start from the photo's own XMP (see the module docstring); "nothing to write" means it has none
+            seeded = self.exiftool.execute(
+                "-tagsFromFile", _abspath(photo), "-xmp:all", _abspath(tmp), file=side, check=False
+            )
+            if tmp.exists():
+                cur = self._read(tmp)[0]
+            elif "nothing to write" in seeded.stderr.lower():
+                cur = {}
+            else:
+                raise MetadataError(side, describe_failure(seeded))
+            self._apply(Target(tmp, photo, sidecar=True), cur, want, elsewhere=_captions(photo_cur))
+            self._publish(tmp, side)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def _publish(self, tmp: Path, side: Path) -> None:
+        """Make ``tmp`` appear as ``side`` without ever overwriting an existing sidecar."""
+        try:
+            os.link(tmp, side)
+        except FileExistsError:
+            raise MetadataError(
+                side,
+                "the sidecar appeared while phototag was creating it; run phototag again to merge into it",
+            ) from None
+        except OSError as e:
+            if side.exists():
+                raise MetadataError(
+                    side, "the sidecar appeared while phototag was creating it; run again"
+                ) from e
+            try:
+                os.replace(tmp, side)  # file systems without hard links
+            except OSError as e2:
+                raise MetadataError(
+                    side, f"cannot create the sidecar: {e2.strerror}. Make the folder writable."
+                ) from e2
+
+    def _tidy_embedded(self, path: Path) -> None:
+        """After untag: drop an XMP packet / IPTC record that phototag's writes left empty."""
+        left = self.exiftool.read_tags(path, "XMP:all", "IPTC:all")
+        xmp = [k for k in left if k.startswith("XMP")]
+        iptc = [k for k in left if k.startswith("IPTC:")]
+        args = []
+        if xmp and set(xmp) <= {"XMP-x:XMPToolkit"}:
+            args.append("-XMP:all=")
+        if iptc and set(iptc) <= IPTC_EMPTY:
+            args.append("-IPTC:all=")
+        if args:
+            self.exiftool.write(path, *args)
+
+    def _drop_if_empty(self, side: Path) -> None:
+        left = self.exiftool.read_tags(side, "XMP:all")
+        if not [k for k in left if k != "XMP-x:XMPToolkit"]:
+            side.unlink(missing_ok=True)
+            log.info("removed %s: nothing but phototag's metadata was in it", side)
+
+
+def _captions(photo_cur: Mapping[str, Any]) -> list[str]:
+    keys = [*CAPTION_XMP.values(), *CAPTION_IPTC.values(), *CAPTION_EXIF.values()]
+    return [str(photo_cur[k]) for k in keys if photo_cur.get(k) is not None]
+
+
+def _abspath(path: Path) -> str:
+    return str(Path(path).absolute())
+
+
+@hookimpl
+def register_writers(register: Callable[[Writer], None], config: Config) -> None:
+    """Register the XMP writer when ``metadata.xmp`` is on."""
+    if config.metadata.xmp:
+        register(XmpWriter(config))
