@@ -99,7 +99,9 @@ def test_collect_isolates_errors_and_registered_unregisters(make_config) -> None
             raise ValueError("nope")
 
     with registered(pm, Broken(), "broken"):
-        writers = collect(pm, "register_writers", lambda n, e: errors.append(f"{n}: {e}"), config=make_config())
+        writers = collect(
+            pm, "register_writers", lambda n, e: errors.append(f"{n}: {e}"), config=make_config()
+        )
         assert [w.name for _, w in writers] == ["sidecar"]
     assert errors == ["broken: nope"]
     assert pm.get_plugin("broken") is None

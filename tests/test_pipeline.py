@@ -198,7 +198,10 @@ def test_rename_costs_no_model_time(photos: Path, make_config, pm) -> None:
         summary, outcomes = collect(config, pm, files(photos))
     assert len(b.calls) == calls
     assert outcomes["kitty.jpg"].status == "tagged" and summary.skipped == 5
-    assert json.loads(sidecar_path(photos / "kitty.jpg").read_text())["dimensions"] == {"width": 451, "height": 300}
+    assert json.loads(sidecar_path(photos / "kitty.jpg").read_text())["dimensions"] == {
+        "width": 451,
+        "height": 300,
+    }
 
 
 def test_force_redoes_everything(photos: Path, make_config, pm) -> None:

@@ -224,6 +224,12 @@ def tiny_word_tokenizer(
     )
 
 
+def _never_said(tokenizer: Any) -> list[int]:
+    """Special tokens other than the end token: what a trained model never generates (so neither may the tiny
+    ones: then every generated token but the end is a word of the decoded text)."""
+    return sorted(set(tokenizer.all_special_ids) - {tokenizer.eos_token_id})
+
+
 def tiny_bert_tokenizer(folder: Path) -> Any:
     """BLIP's real tokenizer class (``BertTokenizer``) over a vocab file of whole words: ``[DEC]`` starts a
     caption, ``[SEP]`` ends it."""
@@ -265,7 +271,13 @@ def _build_tiny_blip(folder: Path, head: str, seed: int, init: float) -> Path:
     tokenizer = tiny_bert_tokenizer(folder / "_vocab")
     torch.manual_seed(seed)
     # a wide initialisation makes the random model's output depend visibly on the image and the question
-    getattr(transformers, head)(_blip_config(tokenizer, init)).save_pretrained(folder)
+    model = getattr(transformers, head)(_blip_config(tokenizer, init))
+    with torch.no_grad():
+        # a trained model never says [MASK] or [PAD]; this one must not either, so every generated token but
+        # the end is a word of the decoded text
+        never = tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[MASK]", "[DEC]"])
+        model.text_decoder.cls.predictions.bias[never] = -1e4
+    model.save_pretrained(folder)
     BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
     return folder
 
@@ -308,6 +320,7 @@ def build_tiny_vit_gpt2(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
     model = VisionEncoderDecoderModel(config=config)
     generation = model.generation_config
     generation.decoder_start_token_id = generation.pad_token_id = generation.eos_token_id = eos
+    generation.suppress_tokens = _never_said(tokenizer)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
@@ -324,7 +337,7 @@ TINY_CHAT_TEMPLATE = (
 
 def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Path:
     """A tiny Idefics3 (the architecture of SmolVLM-256M/500M-Instruct): SigLIP-style vision tower, pixel
-    shuffle, Llama text model, an ``Idefics3Processor`` with a chat template. 32 px images, no splitting."""
+    shuffle, Llama text model, an ``Idefics3Processor`` with a chat template; 32 px tiles."""
     from transformers import (
         Idefics3Config,
         Idefics3ForConditionalGeneration,
@@ -360,11 +373,14 @@ def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
     generation = model.generation_config
     generation.pad_token_id, generation.bos_token_id = ids("<pad>"), ids("<s>")
     generation.eos_token_id = ids("<end_of_utterance>")
+    generation.suppress_tokens = _never_said(tokenizer)
     model.save_pretrained(folder)
+    # Like SmolVLM: the photo is resized (longest edge 96) and split into 32 px tiles plus a global view, so
+    # photos of different shapes take different numbers of image tokens (and a batch needs padding).
     image_processor = Idefics3ImageProcessorPil(
-        size={"longest_edge": 32}, max_image_size={"longest_edge": 32}, do_image_splitting=False
+        size={"longest_edge": 96}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
-    # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2 -> 4 image tokens per image
+    # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2 -> 4 image tokens per tile
     Idefics3Processor(
         image_processor, tokenizer, image_seq_len=4, chat_template=TINY_CHAT_TEMPLATE
     ).save_pretrained(folder)

@@ -35,7 +35,7 @@ def _state_home() -> Path:
 class Section(BaseModel):
     """Base of every config section: frozen, unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class PluginSettings(Section):
