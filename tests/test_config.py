@@ -26,6 +26,21 @@ def test_shipped_config_is_valid_and_equals_defaults() -> None:
     assert shipped.model_dump(exclude=ignore) == defaults.model_dump(exclude=ignore)
 
 
+def test_shipped_config_is_generated_from_the_settings_models() -> None:
+    from phototag.configdoc import PLUGIN_SECTIONS, render_default_config
+
+    text = (ROOT / "config.yaml").read_text()
+    assert text == render_default_config(), "config.yaml is stale: phototag config --defaults > config.yaml"
+    shipped = load_config(ROOT / "config.yaml", environ={})
+    from phototag.plugins._dispatch import import_string
+
+    for name, dotted, enabled, _ in PLUGIN_SECTIONS:
+        cls = import_string(dotted)
+        assert shipped.plugin_enabled(name) is enabled
+        settings = shipped.plugin_settings(name, cls.Settings)
+        assert settings.model_dump(exclude={"enabled"}) == cls.Settings().model_dump(exclude={"enabled"})
+
+
 def test_unknown_key_names_key_file_and_line(tmp_path: Path) -> None:
     path = write(tmp_path, "device: auto\nmetadata:\n  mode: sidecar\n  keyword_rot: AI\n")
     with pytest.raises(ConfigError) as e:

@@ -313,6 +313,27 @@ def plugins(state: CliState) -> None:
         click.echo(f"{status.name:<{width}}  {status.origin:<10}  {status.status:<8}  {what}")
 
 
+# -- config -------------------------------------------------------------------------------------------------------
+
+
+@cli.command("config")
+@click.option("--defaults", is_flag=True, help="Print the documented default configuration (config.yaml).")
+@click.pass_obj
+def config_command(state: CliState, defaults: bool) -> None:
+    """Print the effective configuration (after --config, environment and --set), or the documented defaults."""
+    import yaml
+
+    from .configdoc import render_default_config
+
+    if defaults:
+        click.echo(render_default_config(), nl=False)
+        return
+    config = state.config()
+    doc = config.model_dump(mode="json", exclude={"lines", "source"})
+    click.echo(f"# effective configuration from {config.source}")
+    click.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+
+
 # -- entry point --------------------------------------------------------------------------------------------------
 
 

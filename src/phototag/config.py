@@ -42,6 +42,7 @@ class PluginSettings(Section):
     """Base for a plugin's own settings; every plugin section has ``enabled``."""
 
     enabled: bool = True
+    """Run this plugin."""
     device: str | None = None
     """Per-plugin device override (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); defaults to the global."""
 
@@ -101,6 +102,7 @@ class Config(Section):
     exclude: tuple[str, ...] = ("*/@eaDir/*", "*/#recycle/*", "*/.thumbnails/*")
     """Glob patterns (fnmatch on the full path) never processed. Hidden files and folders are always skipped."""
     state_db: Path = Field(default_factory=lambda: _state_home() / "state.db")
+    """SQLite database of what was done to which file (default under $XDG_STATE_HOME)."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
