@@ -309,7 +309,9 @@ def plugins(state: CliState) -> None:
             provides.setdefault(plugin, []).append(f"{kind}:{obj.name}")
     width = max((len(s.name) for s in state.statuses), default=10)
     for status in state.statuses:
-        what = ", ".join(provides.get(status.name, [])) or ("disabled" if status.status == "loaded" else "-")
+        what = ", ".join(provides.get(status.name, []))
+        if not what and status.status == "loaded":
+            what = "commands" if "register_commands" in status.hooks else "disabled"
         click.echo(f"{status.name:<{width}}  {status.origin:<10}  {status.status:<8}  {what}")
 
 
