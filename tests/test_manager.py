@@ -35,7 +35,7 @@ def external_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_builtins_load_like_plugins() -> None:
-    pm, statuses = get_plugin_manager({})
+    _pm, statuses = get_plugin_manager({})
     by_name = {s.name: s for s in statuses}
     for module in BUILTIN_PLUGINS:
         assert by_name[short_name(module)].origin == "builtin"

@@ -106,7 +106,7 @@ def files(folder: Path) -> list[Path]:
 def test_tags_every_photo_and_writes_json(photos: Path, make_config, pm) -> None:
     b = Brightness()
     with registered(pm, Plugin(b), "inline"):
-        summary, outcomes = collect(make_config(batch_size="4"), pm, files(photos))
+        summary, _outcomes = collect(make_config(batch_size="4"), pm, files(photos))
     assert summary.tagged == 6 and summary.failed == 0
     assert sorted(b.calls) == [2, 4]  # two batches, not six calls of one
     doc = json.loads(sidecar_path(photos / "cat.jpg").read_text())
@@ -169,11 +169,14 @@ def test_unavailable_model_reported_once_clearly(photos: Path, make_config, pm) 
 
 def test_broken_plugin_registration_does_not_stop_others(photos: Path, make_config, pm) -> None:
     b = Brightness()
-    with registered(pm, BrokenRegistration(), "broken"), registered(pm, Plugin(b), "inline"):
-        with Pipeline.from_config(make_config(), pm) as pipeline:
-            assert [a.name for a in pipeline.analyzers] == ["brightness"]
-            assert any("broken" in e and "this plugin is broken" in e for e in pipeline.setup_errors)
-            pipeline.state.close()
+    with (
+        registered(pm, BrokenRegistration(), "broken"),
+        registered(pm, Plugin(b), "inline"),
+        Pipeline.from_config(make_config(), pm) as pipeline,
+    ):
+        assert [a.name for a in pipeline.analyzers] == ["brightness"]
+        assert any("broken" in e and "this plugin is broken" in e for e in pipeline.setup_errors)
+        pipeline.state.close()
 
 
 def test_changed_setting_reruns_only_that_analyzer(photos: Path, make_config, pm) -> None:
@@ -262,7 +265,7 @@ def test_file_changed_during_analysis_is_not_written(photos: Path, make_config, 
             return out
 
     with registered(pm, Plugin(Toucher()), "inline"):
-        summary, outcomes = collect(make_config(), pm, [target])
+        _summary, outcomes = collect(make_config(), pm, [target])
     assert outcomes["cat.jpg"].status == "failed" and outcomes["cat.jpg"].transient
     assert "changed while being analysed" in outcomes["cat.jpg"].message
     assert not sidecar_path(target).exists()
@@ -273,7 +276,7 @@ def test_unreadable_path_is_a_clear_error(photos: Path, make_config, pm) -> None
     target = photos / "folder.jpg"
     target.mkdir()
     with registered(pm, Plugin(Brightness()), "inline"):
-        summary, outcomes = collect(make_config(), pm, [target, photos / "cat.jpg"])
+        _summary, outcomes = collect(make_config(), pm, [target, photos / "cat.jpg"])
     assert "folder.jpg" in outcomes["folder.jpg"].message
     assert "directory" in outcomes["folder.jpg"].message.lower()
     assert outcomes["cat.jpg"].status == "tagged"

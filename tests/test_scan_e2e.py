@@ -28,7 +28,9 @@ def scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
 
 
 def exif(path: Path, *tags: str) -> dict:
-    out = subprocess.run(["exiftool", "-j", "-G1", "-struct", *tags, str(path)], capture_output=True, check=True)
+    out = subprocess.run(
+        ["exiftool", "-j", "-G1", "-struct", *tags, str(path)], capture_output=True, check=True
+    )
     return json.loads(out.stdout)[0]
 
 

@@ -28,7 +28,9 @@ class Orientation:
         pass
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
-        return [Analysis(tags=(Tag("Landscape" if d.width >= d.height else "Portrait", 1.0),)) for d in images]
+        return [
+            Analysis(tags=(Tag("Landscape" if d.width >= d.height else "Portrait", 1.0),)) for d in images
+        ]
 
     def unload(self) -> None:
         pass

@@ -47,7 +47,9 @@ class CliState:
 
 def _setup_logging(verbose: int, quiet: bool) -> None:
     level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
     if verbose < 2:  # third-party chatter only at -vv
         for noisy in ("transformers", "urllib3", "huggingface_hub", "PIL", "watchdog", "filelock", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -62,7 +64,9 @@ def _setup_logging(verbose: int, quiet: bool) -> None:
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], verbose: int, quiet: bool) -> None:
+def cli(
+    ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], verbose: int, quiet: bool
+) -> None:
     """Look at photos and write what is in them into their metadata."""
     _setup_logging(verbose, quiet)
     if ctx.obj is None:
@@ -86,7 +90,9 @@ def _describe(outcome: Any) -> str:
     best: dict[str, float] = {}
     for _, tag in result.tags:
         best[tag.name] = max(best.get(tag.name, 0.0), tag.score)
-    parts = [", ".join(f"{k} {v:.2f}" for k, v in sorted(best.items(), key=lambda kv: -kv[1])) or "no keywords"]
+    parts = [
+        ", ".join(f"{k} {v:.2f}" for k, v in sorted(best.items(), key=lambda kv: -kv[1])) or "no keywords"
+    ]
     objects = [r for _, r in result.regions if r.kind == "object"]
     faces = [r for _, r in result.regions if r.kind == "face"]
     if objects:
@@ -234,9 +240,13 @@ def doctor(state: CliState, no_load: bool) -> None:
     exiftool = shutil.which(config.exiftool.path)
     if exiftool is None:
         problems += 1
-        click.echo(f"  NOT FOUND ({config.exiftool.path}): apt-get install libimage-exiftool-perl, or set exiftool.path")
+        click.echo(
+            f"  NOT FOUND ({config.exiftool.path}): apt-get install libimage-exiftool-perl, or set exiftool.path"
+        )
     else:
-        version = subprocess.run([exiftool, "-ver"], capture_output=True, text=True, timeout=30).stdout.strip()
+        version = subprocess.run(
+            [exiftool, "-ver"], capture_output=True, text=True, timeout=30
+        ).stdout.strip()
         click.echo(f"  {exiftool} version {version}")
 
     click.echo("\nModels:")

@@ -138,7 +138,9 @@ class Config(Section):
         """Validate and return the section ``plugins.<name>`` against the plugin's own settings model."""
         raw = self.plugins.get(name) or {}
         if not isinstance(raw, Mapping):
-            raise ConfigError("must be a mapping of settings", f"plugins.{name}", self.where(f"plugins.{name}"))
+            raise ConfigError(
+                "must be a mapping of settings", f"plugins.{name}", self.where(f"plugins.{name}")
+            )
         try:
             return model.model_validate(dict(raw))
         except ValidationError as e:
@@ -226,7 +228,11 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """``PHOTOTAG_METADATA__MODE=embed`` -> ``{"metadata.mode": "embed"}`` (PHOTOTAG_CONFIG/PLUGINS excluded)."""
     out = {}
     for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name not in ("PHOTOTAG_CONFIG", "PHOTOTAG_PLUGINS", "PHOTOTAG_BLOCK"):
+        if name.startswith(ENV_PREFIX) and name not in (
+            "PHOTOTAG_CONFIG",
+            "PHOTOTAG_PLUGINS",
+            "PHOTOTAG_BLOCK",
+        ):
             out[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
     return out
 
@@ -257,7 +263,9 @@ def load_config(
         try:
             text = Path(path).read_text(encoding="utf-8")
         except OSError as e:
-            raise ConfigError(f"cannot read the config file: {e.strerror}. Pass an existing file to --config.") from e
+            raise ConfigError(
+                f"cannot read the config file: {e.strerror}. Pass an existing file to --config."
+            ) from e
         try:
             loaded = yaml.safe_load(text)
             lines = _line_map(text)
@@ -289,6 +297,8 @@ def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like key=value, e.g. metadata.mode=embed", "--set")
+            raise ConfigError(
+                f"override {item!r} must look like key=value, e.g. metadata.mode=embed", "--set"
+            )
         out[key.strip()] = value
     return out

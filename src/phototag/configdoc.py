@@ -46,7 +46,12 @@ def _comment(text: str | None, indent: str) -> list[str]:
 
 
 def _scalar(value: Any) -> str:
-    return yaml.safe_dump(value, default_flow_style=True, width=1000, allow_unicode=True).strip().removesuffix("...").strip()
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=1000, allow_unicode=True)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
 
 
 def _render_model(model: BaseModel, indent: str, skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
@@ -78,7 +83,11 @@ def render_default_config() -> str:
     lines += _render_model(defaults, "", skip={"plugins", "source", "lines", "state_db"})
     lines += _comment(Config.model_fields["state_db"].description, "")
     lines.append("state_db: ~/.local/state/phototag/state.db")
-    lines += ["", "# Each plugin reads only its own section. `model:` picks the backend (see README).", "plugins:"]
+    lines += [
+        "",
+        "# Each plugin reads only its own section. `model:` picks the backend (see README).",
+        "plugins:",
+    ]
     for name, dotted, enabled, note in PLUGIN_SECTIONS:
         settings = import_string(dotted).Settings()
         lines += _comment(note, "  ")

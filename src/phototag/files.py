@@ -42,7 +42,9 @@ def iter_photos(paths: Iterable[Path], config: Config) -> Iterator[Path]:
         path = Path(path)
         if path.is_dir():
             for root, dirs, names in os.walk(path):
-                dirs[:] = sorted(d for d in dirs if not d.startswith(".") and not _excluded(Path(root, d), config))
+                dirs[:] = sorted(
+                    d for d in dirs if not d.startswith(".") and not _excluded(Path(root, d), config)
+                )
                 for name in sorted(names):
                     candidate = Path(root, name)
                     if is_candidate(candidate, config):

@@ -55,7 +55,9 @@ def short_name(module: str) -> str:
     return module.rsplit(".", 1)[-1]
 
 
-def get_plugin_manager(environ: Mapping[str, str] | None = None) -> tuple[pluggy.PluginManager, list[PluginStatus]]:
+def get_plugin_manager(
+    environ: Mapping[str, str] | None = None,
+) -> tuple[pluggy.PluginManager, list[PluginStatus]]:
     """A plugin manager with builtins and installed ``phototag`` entry points, filtered by the env switches."""
     environ = os.environ if environ is None else environ
     allow = _names(environ.get("PHOTOTAG_PLUGINS"))

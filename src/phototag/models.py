@@ -40,7 +40,7 @@ class ModelPool:
                 self.loads += 1
             entry.users += 1
             entry.last_used = self._clock()
-            return entry.value  # type: ignore[no-any-return]
+            return entry.value
 
     def touch(self, key: Hashable) -> None:
         with self._lock:

@@ -113,7 +113,9 @@ class Pipeline:
         self.devices: dict[str, Device] = {}
         self._loaded: set[str] = set()
         self._broken: dict[str, str] = {}
-        self._pool = ThreadPoolExecutor(max_workers=config.decode_workers, thread_name_prefix="phototag-decode")
+        self._pool = ThreadPoolExecutor(
+            max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
+        )
         names = [a.name for a in self.analyzers]
         if len(set(names)) != len(names):
             raise PhototagError(f"two analyzers share a name: {names}; rename one in its plugin")
@@ -136,7 +138,9 @@ class Pipeline:
         analyzers = [obj for _, obj in collect(pm, "register_analyzers", on_error, config=config)]
         writers = [obj for _, obj in collect(pm, "register_writers", on_error, config=config)]
         _check_plugin_sections(config, {name for name, _ in pm.list_name_plugin() if name})
-        return cls(config, analyzers, writers, state or StateDB(config.state_db), hook=pm.hook, setup_errors=errors)
+        return cls(
+            config, analyzers, writers, state or StateDB(config.state_db), hook=pm.hook, setup_errors=errors
+        )
 
     # -- public -------------------------------------------------------------------------------------------------
 
@@ -216,7 +220,9 @@ class Pipeline:
     # -- stages -------------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _emit(outcomes: list[Outcome], summary: Summary, on_outcome: Callable[[Outcome], None] | None) -> None:
+    def _emit(
+        outcomes: list[Outcome], summary: Summary, on_outcome: Callable[[Outcome], None] | None
+    ) -> None:
         for outcome in outcomes:
             summary.add(outcome)
             if on_outcome is not None:
@@ -236,13 +242,21 @@ class Pipeline:
                 return
             item.photo = make_photo(item.path)
         except FileNotFoundError:
-            item.outcome = Outcome(item.path, "failed", f"{item.path}: file vanished before it was read", True)
+            item.outcome = Outcome(
+                item.path, "failed", f"{item.path}: file vanished before it was read", True
+            )
             return
         except OSError as e:
             item.outcome = _failed_io(item.path, e, "reading")
             return
         for analyzer in self.analyzers:
-            cached = None if force else self.state.cached_run(item.photo.content_hash, analyzer.name, fingerprints[analyzer.name])
+            cached = (
+                None
+                if force
+                else self.state.cached_run(
+                    item.photo.content_hash, analyzer.name, fingerprints[analyzer.name]
+                )
+            )
             if cached is not None:
                 item.runs[analyzer.name] = cached
             else:
@@ -280,7 +294,9 @@ class Pipeline:
 
         def fail_all(message: str) -> None:
             for item in batch:
-                item.runs[analyzer.name] = AnalyzerRun(analyzer.name, analyzer.task, model, fingerprint, None, message)
+                item.runs[analyzer.name] = AnalyzerRun(
+                    analyzer.name, analyzer.task, model, fingerprint, None, message
+                )
 
         error = self._ensure_loaded(analyzer)
         if error is not None:
@@ -297,7 +313,9 @@ class Pipeline:
             return
         each = (time.perf_counter() - start) / len(batch)
         for item, analysis in zip(batch, analyses, strict=True):
-            item.runs[analyzer.name] = AnalyzerRun(analyzer.name, analyzer.task, model, fingerprint, analysis, None, each)
+            item.runs[analyzer.name] = AnalyzerRun(
+                analyzer.name, analyzer.task, model, fingerprint, analysis, None, each
+            )
 
     def _ensure_loaded(self, analyzer: Analyzer) -> str | None:
         """Load on first use; returns an error message when the analyzer cannot run (remembered for the run)."""
@@ -317,7 +335,14 @@ class Pipeline:
             log.error("%s", self._broken[analyzer.name])
             return self._broken[analyzer.name]
         self._loaded.add(analyzer.name)
-        log.info("%s on %s (%s, %d threads): %s", analyzer.name, device.torch_device, device.dtype, device.threads, device.reason)
+        log.info(
+            "%s on %s (%s, %d threads): %s",
+            analyzer.name,
+            device.torch_device,
+            device.dtype,
+            device.threads,
+            device.reason,
+        )
         return None
 
     def _device_for(self, analyzer: Analyzer) -> Device:
@@ -328,7 +353,11 @@ class Pipeline:
             device = self.hook.select_device(analyzer=analyzer, hardware=self.hardware, preference=preference)
         if device is None:
             device = choose_device(
-                analyzer.needs, preference, self.hardware, dtype=self.config.dtype, threads=self.config.threads
+                analyzer.needs,
+                preference,
+                self.hardware,
+                dtype=self.config.dtype,
+                threads=self.config.threads,
             )
         self.devices[analyzer.name] = device
         return device
@@ -346,7 +375,9 @@ class Pipeline:
         except OSError as e:
             return _failed_io(item.path, e, "re-checking")
         if (st.st_size, st.st_mtime_ns) != (photo.size, photo.mtime_ns):
-            return Outcome(item.path, "failed", f"{item.path}: changed while being analysed; will retry", True)
+            return Outcome(
+                item.path, "failed", f"{item.path}: changed while being analysed; will retry", True
+            )
         for writer in self.writers:
             try:
                 writer.write(result)

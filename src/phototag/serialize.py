@@ -37,7 +37,15 @@ def analysis_from_dict(d: dict[str, Any]) -> Analysis:
     return Analysis(
         tags=tuple(Tag(t["name"], float(t["score"]), tuple(t.get("path") or ())) for t in d.get("tags", ())),
         regions=tuple(
-            Region(r["label"], float(r["score"]), *(float(r["box"][k]) for k in "xywh"), kind=r.get("kind", "object"))
+            Region(
+                label=r["label"],
+                score=float(r["score"]),
+                x=float(r["box"]["x"]),
+                y=float(r["box"]["y"]),
+                w=float(r["box"]["w"]),
+                h=float(r["box"]["h"]),
+                kind=r.get("kind", "object"),
+            )
             for r in d.get("regions", ())
         ),
         caption=d.get("caption"),
@@ -80,7 +88,11 @@ def result_to_dict(result: PhotoResult, extra: dict[str, Any] | None = None) -> 
     for run in result.runs:
         d = run_to_dict(run, with_embedding=False)
         if run.analysis is not None and run.analysis.embedding is not None:
-            d["embedding"] = {"dims": len(run.analysis.embedding), "store": "state_db", "key": run.fingerprint}
+            d["embedding"] = {
+                "dims": len(run.analysis.embedding),
+                "store": "state_db",
+                "key": run.fingerprint,
+            }
         analyzers[run.analyzer] = d
     doc: dict[str, Any] = {
         "schema": "phototag/result",

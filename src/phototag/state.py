@@ -93,7 +93,9 @@ class StateDB:
             self._db.executescript(SCHEMA)
             self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except (sqlite3.Error, OSError) as e:
-            raise StateError(f"{self.path}: cannot open the state database ({e}); check state_db in the config") from e
+            raise StateError(
+                f"{self.path}: cannot open the state database ({e}); check state_db in the config"
+            ) from e
         self._lock = threading.RLock()
 
     def close(self) -> None:
@@ -152,7 +154,8 @@ class StateDB:
         """Record ``photo`` (stat as it is *after* our writes) as processed with these analyzer fingerprints."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO files (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
+                "INSERT OR REPLACE INTO files"
+                " (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     str(photo.path),
@@ -166,7 +169,9 @@ class StateDB:
                 ),
             )
 
-    def record_failed(self, path: Path, size: int, mtime_ns: int, error: str, content_hash: str | None = None) -> None:
+    def record_failed(
+        self, path: Path, size: int, mtime_ns: int, error: str, content_hash: str | None = None
+    ) -> None:
         with self._tx() as db:
             db.execute(
                 "INSERT INTO files (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
@@ -232,7 +237,8 @@ class StateDB:
                 if run.analysis is None:
                     continue
                 db.execute(
-                    "INSERT OR REPLACE INTO runs (content_hash, analyzer, fingerprint, run, created) VALUES (?,?,?,?,?)",
+                    "INSERT OR REPLACE INTO runs (content_hash, analyzer, fingerprint, run, created)"
+                    " VALUES (?,?,?,?,?)",
                     (content_hash, run.analyzer, run.fingerprint, json.dumps(run_to_dict(run, False)), now),
                 )
                 if run.analysis.embedding is not None:

@@ -22,7 +22,11 @@ def import_string(dotted: str) -> Any:
 
 
 def build_analyzer(
-    name: str, config: Config, default_model: str, bundled: Mapping[str, str], transformers_backend: str | None
+    name: str,
+    config: Config,
+    default_model: str,
+    bundled: Mapping[str, str],
+    transformers_backend: str | None,
 ) -> Analyzer:
     raw = config.plugins.get(name) or {}
     model = str(raw.get("model", default_model)) if isinstance(raw, Mapping) else default_model
