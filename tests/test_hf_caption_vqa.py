@@ -1,0 +1,432 @@
+"""Captions and visual question answering on real transformers models (tiny, random, built here), real photos.
+
+Every architecture family the backends support is exercised through the analyzer classes (and once through
+the real pipeline): BLIP captioning, BLIP VQA, a VisionEncoderDecoder (ViT + GPT-2, like vit-gpt2) and
+Idefics3 (the architecture of SmolVLM, a chat model with a chat template). Random weights say gibberish, but
+deterministic, input-dependent gibberish: that is what these tests check, together with batching, token
+limits, prompts, the answer -> keyword mapping and the errors for missing or unsuitable models.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from phototag.config import Config, load_config
+from phototag.errors import ConfigError, ModelUnavailableError, PhototagError
+from phototag.files import make_photo
+from phototag.hf.caption import HFCaptioner
+from phototag.hf.vqa import HFVQA, answer_matches, answer_words
+from phototag.images import decode
+from phototag.manager import get_plugin_manager
+from phototag.pipeline import Pipeline
+from phototag.plugins import caption as caption_plugin
+from phototag.plugins import vqa as vqa_plugin
+from phototag.plugins.sidecar import sidecar_path
+from phototag.types import Analysis, Analyzer, DecodedImage, Device
+from tiny_models import (
+    build_tiny_blip_caption,
+    build_tiny_blip_vqa,
+    build_tiny_detr,
+    build_tiny_idefics3,
+    build_tiny_vit_gpt2,
+)
+
+CPU = Device("cpu", threads=1, reason="tests")
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "blip": build_tiny_blip_caption,
+    "blip_vqa": build_tiny_blip_vqa,
+    "vit_gpt2": build_tiny_vit_gpt2,
+    "idefics3": build_tiny_idefics3,
+    "detr": build_tiny_detr,
+}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """``models(kind)`` -> folder of that tiny model, built on first use (once per module)."""
+    root = tmp_path_factory.mktemp("generative-models")
+    built: dict[str, Path] = {}
+
+    def get(kind: str) -> Path:
+        if kind not in built:
+            built[kind] = BUILDERS[kind](root / kind)
+        return built[kind]
+
+    return get
+
+
+@pytest.fixture(scope="module")
+def images(sample_photos_master: Path) -> list[DecodedImage]:
+    """The six sample photos, decoded by the real decoder (small: the tiny models use 32 px)."""
+    config = load_config(None, environ={})
+    paths = sorted(p for p in sample_photos_master.iterdir() if p.suffix in (".jpg", ".png"))
+    return [decode(make_photo(p), 64, config.image) for p in paths]
+
+
+def config_with(tmp_path: Path, plugins: dict[str, Any], **top: Any) -> Config:
+    """A real config file with these plugin sections, loaded the way the CLI loads it."""
+    doc = {"state_db": str(tmp_path / "state" / "state.db"), "plugins": plugins, **top}
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
+    return load_config(path, environ={})
+
+
+def registered_by(plugin: Any, config: Config) -> list[Analyzer]:
+    got: list[Analyzer] = []
+    plugin.register_analyzers(register=got.append, config=config)
+    return got
+
+
+def make(plugin: Any, tmp_path: Path, **settings: Any) -> Any:
+    """The analyzer the plugin module registers for ``plugins.<name>: settings`` (enabled)."""
+    config = config_with(tmp_path, {plugin.NAME: {"enabled": True, **settings}})
+    (analyzer,) = registered_by(plugin, config)
+    return analyzer
+
+
+def captions(analyses: list[Analysis]) -> list[str | None]:
+    return [a.caption for a in analyses]
+
+
+# -- captions ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["blip", "vit_gpt2", "idefics3"])
+def test_captions_are_deterministic_input_dependent_and_batch_invariant(
+    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    analyzer = make(caption_plugin, tmp_path, model=str(models(kind)), max_new_tokens=6)
+    assert isinstance(analyzer, HFCaptioner) and isinstance(analyzer, Analyzer)
+    analyzer.load(CPU)
+    try:
+        batch = captions(analyzer.analyze(images))
+        again = captions(analyzer.analyze(images))
+        one_by_one = [analyzer.analyze([image])[0].caption for image in images]
+    finally:
+        analyzer.unload()
+    assert all(isinstance(c, str) and c.strip() for c in batch), batch
+    assert batch == again == one_by_one
+    assert len(set(batch)) > 1, "every photo got the same caption: the image does not reach the model"
+
+
+@pytest.mark.parametrize("kind", ["blip", "vit_gpt2", "idefics3"])
+def test_max_new_tokens_cuts_the_greedy_caption(
+    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    folder = models(kind)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    long = make(caption_plugin, tmp_path, model=str(folder), max_new_tokens=8)
+    short = make(caption_plugin, tmp_path, model=str(folder), max_new_tokens=3)
+    long.load(CPU)
+    short.load(CPU)
+    try:
+        long_caps, short_caps = captions(long.analyze(images)), captions(short.analyze(images))
+    finally:
+        long.unload()
+        short.unload()
+
+    def ids(text: str | None) -> list[int]:
+        return list(tokenizer(text or "", add_special_tokens=False)["input_ids"])
+
+    for full, cut in zip(long_caps, short_caps, strict=True):
+        assert len(ids(full)) <= 8 and len(ids(cut)) <= 3
+        # greedy decoding: the 3-token caption is the start of the 8-token one, cut at exactly 3 tokens
+        assert ids(cut) == ids(full)[:3], (full, cut)
+
+
+def test_blip_prompt_is_a_prefix_the_caption_continues(
+    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    plain = make(caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5)
+    prompted = make(
+        caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5, prompt="a photo of"
+    )
+    plain.load(CPU)
+    prompted.load(CPU)
+    try:
+        without, with_prompt = captions(plain.analyze(images)), captions(prompted.analyze(images))
+    finally:
+        plain.unload()
+        prompted.unload()
+    assert all(c is not None and c.startswith("a photo of ") for c in with_prompt), with_prompt
+    assert with_prompt != without
+    assert plain.fingerprint() != prompted.fingerprint()
+
+
+def test_chat_model_prompt_changes_the_caption(
+    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    default = make(caption_plugin, tmp_path, model=str(models("idefics3")), max_new_tokens=5)
+    asked = make(
+        caption_plugin, tmp_path, model=str(models("idefics3")), max_new_tokens=5, prompt="is there a cat ?"
+    )
+    default.load(CPU)
+    asked.load(CPU)
+    try:
+        a, b = captions(default.analyze(images)), captions(asked.analyze(images))
+    finally:
+        default.unload()
+        asked.unload()
+    assert a != b  # the prompt reaches the model through the chat template
+
+
+def test_vision_encoder_decoder_refuses_a_prompt(models: Callable[[str], Path], tmp_path: Path) -> None:
+    analyzer = make(caption_plugin, tmp_path, model=str(models("vit_gpt2")), prompt="a photo of")
+    with pytest.raises(PhototagError, match=r"plugins\.caption\.prompt.*takes no prompt"):
+        analyzer.load(CPU)
+
+
+def test_beam_search_is_deterministic_and_batch_invariant(
+    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    analyzer = make(caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5, num_beams=3)
+    analyzer.load(CPU)
+    try:
+        batch = captions(analyzer.analyze(images[:3]))
+        single = [analyzer.analyze([im])[0].caption for im in images[:3]]
+    finally:
+        analyzer.unload()
+    assert batch == single and all(isinstance(c, str) for c in batch)
+
+
+def test_caption_identity_is_cheap_and_stable(models: Callable[[str], Path], tmp_path: Path) -> None:
+    folder = str(models("blip"))
+    analyzer = make(caption_plugin, tmp_path, model=folder)
+    before = analyzer.fingerprint()
+    info = analyzer.model_info()
+    assert info.id == folder and info.revision.startswith("local-")
+    analyzer.load(CPU)
+    try:
+        assert analyzer.fingerprint() == before  # loading must not change what results are keyed by
+        assert analyzer.model_info() == info
+    finally:
+        analyzer.unload()
+    assert make(caption_plugin, tmp_path, model=folder, device="cpu").fingerprint() == before
+    assert make(caption_plugin, tmp_path, model=folder, max_new_tokens=12).fingerprint() != before
+    assert make(caption_plugin, tmp_path, model=folder, input_size=200).input_size == 200
+
+
+def test_caption_plugin_is_off_by_default_and_cheap_when_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert registered_by(caption_plugin, config_with(tmp_path, {})) == []
+    assert registered_by(caption_plugin, config_with(tmp_path, {"caption": {"max_new_tokens": 5}})) == []
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))
+    (analyzer,) = registered_by(caption_plugin, config_with(tmp_path, {"caption": {"enabled": True}}))
+    assert analyzer.settings.model == "Salesforce/blip-image-captioning-base"
+    assert analyzer.task == "caption" and analyzer.input_size == 384
+    analyzer.fingerprint()  # an unavailable model must not make the fingerprint raise
+    with pytest.raises(ModelUnavailableError, match="Salesforce/blip-image-captioning-base"):
+        analyzer.load(CPU)
+
+
+def test_unknown_caption_setting_names_the_key(tmp_path: Path) -> None:
+    config = config_with(tmp_path, {"caption": {"enabled": True, "max_tokens": 5}})
+    with pytest.raises(ConfigError, match=r"plugins\.caption\.max_tokens"):
+        registered_by(caption_plugin, config)
+
+
+# -- missing and unsuitable models ---------------------------------------------------------------------------
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
+    gone = tmp_path / "no-such-model"
+    analyzer = make(caption_plugin, tmp_path, model=str(gone))
+    with pytest.raises(ModelUnavailableError, match="does not exist"):
+        analyzer.load(CPU)
+
+
+def test_broken_model_folder_is_a_clear_error(models: Callable[[str], Path], tmp_path: Path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(models("blip"), broken)
+    (broken / "model.safetensors").unlink()
+    analyzer = make(vqa_plugin, tmp_path, model=str(broken))
+    with pytest.raises(ModelUnavailableError, match="no weights"):
+        analyzer.load(CPU)
+    (broken / "config.json").write_text("{not json", encoding="utf-8")
+    with pytest.raises(ModelUnavailableError, match="not readable JSON"):
+        make(vqa_plugin, tmp_path, model=str(broken)).load(CPU)
+
+
+def test_detection_model_configured_for_captions_is_a_clear_error(
+    models: Callable[[str], Path], tmp_path: Path
+) -> None:
+    analyzer = make(caption_plugin, tmp_path, model=str(models("detr")))
+    with pytest.raises(ModelUnavailableError, match=r"DetrForObjectDetection.*not generate text from images"):
+        analyzer.load(CPU)
+
+
+@pytest.mark.parametrize(
+    ("kind", "why"), [("blip", "BLIP captioning model"), ("vit_gpt2", "cannot take a question")]
+)
+def test_models_that_cannot_answer_questions_say_so(
+    kind: str, why: str, models: Callable[[str], Path], tmp_path: Path
+) -> None:
+    analyzer = make(vqa_plugin, tmp_path, model=str(models(kind)))
+    with pytest.raises(PhototagError, match=why):
+        analyzer.load(CPU)
+
+
+# -- VQA -----------------------------------------------------------------------------------------------------
+
+QUESTIONS = [
+    {"question": "is there a cat ?", "field": "cat"},
+    {"question": "what is on the table ?", "field": "table"},
+]
+
+
+def answers_of(analyses: list[Analysis], field: str) -> list[str]:
+    return [a.answers[field] for a in analyses]
+
+
+@pytest.mark.parametrize("kind", ["blip_vqa", "idefics3"])
+def test_vqa_answers_do_not_depend_on_the_batch(
+    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    # batch_size 4: each question goes through generate for 4 photos, then 2; Idefics3 photos of different
+    # shapes take different numbers of image tokens, so those calls are padded
+    config = config_with(
+        tmp_path,
+        {"vqa": {"enabled": True, "model": str(models(kind)), "questions": QUESTIONS, "max_new_tokens": 4}},
+        batch_size=4,
+    )
+    (analyzer,) = registered_by(vqa_plugin, config)
+    assert isinstance(analyzer, HFVQA)
+    analyzer.load(CPU)
+    try:
+        batch = analyzer.analyze(images)
+        single = [analyzer.analyze([im])[0] for im in images]
+    finally:
+        analyzer.unload()
+    for field in ("cat", "table"):
+        assert answers_of(batch, field) == answers_of(single, field)
+    assert len(set(answers_of(batch, "cat"))) > 1, "every photo got the same answer"
+    for a, b in zip(batch, single, strict=True):
+        qa = a.extra["qa"]
+        assert [q["question"] for q in qa] == ["is there a cat ?", "what is on the table ?"]
+        for x, y in zip(qa, b.extra["qa"], strict=True):
+            assert 0.0 < x["score"] <= 1.0
+            assert x["score"] == pytest.approx(y["score"], abs=2e-3)
+
+
+def test_answer_maps_to_keyword_only_when_it_matches(
+    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    folder = str(models("blip_vqa"))
+    probe = make(vqa_plugin, tmp_path, model=folder, questions=QUESTIONS[:1], max_new_tokens=4)
+    probe.load(CPU)
+    try:
+        said = answers_of(probe.analyze(images), "cat")
+    finally:
+        probe.unload()
+    target = said[0]
+    matching = [answer_matches(a, [target]) for a in said]
+    assert matching[0] and not all(matching), f"need photos answered differently: {said}"
+
+    questions = [
+        {
+            "question": "is there a cat ?",
+            "keyword": "Match",
+            "parents": ["Answers"],
+            "answers": [target.upper()],
+        },
+        {"question": "is there a cat ?", "keyword": "Never", "answers": ["zebra crossing"]},
+        {"question": "is there a cat ?", "field": "raw", "xmp": "XMP-photoshop:Headline"},
+    ]
+    analyzer = make(vqa_plugin, tmp_path, model=folder, questions=questions, max_new_tokens=4)
+    analyzer.load(CPU)
+    try:
+        analyses = analyzer.analyze(images)
+    finally:
+        analyzer.unload()
+    for analysis, answer, should in zip(analyses, said, matching, strict=True):
+        names = [t.name for t in analysis.tags]
+        assert ("Match" in names) == should, (answer, target)
+        assert "Never" not in names
+        assert analysis.answers == {"raw": answer}
+        assert analysis.extra["xmp"] == {"XMP-photoshop:Headline": answer}
+        if should:
+            (tag,) = analysis.tags
+            assert tag.hierarchy == ("Answers", "Match")
+            assert tag.score == pytest.approx(analysis.extra["qa"][0]["score"], abs=1e-4)
+
+
+def test_answer_matching_rules() -> None:
+    assert answer_words("Yes, there is a person.") == ["yes", "there", "is", "a", "person"]
+    assert answer_matches("Yes, there is a person.", ["yes"])
+    assert answer_matches("yes", ["no", "YES"])
+    assert answer_matches("red car parked", ["red car"])
+    assert not answer_matches("yesterday", ["yes"])
+    assert not answer_matches("no", ["yes"])
+    assert not answer_matches("", ["yes"])
+    assert not answer_matches("red", ["red car"])
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ({"questions": [{"question": "Is it sunny?"}]}, "needs a keyword"),
+        (
+            {"questions": [{"question": "Is it sunny?", "keyword": "Sun", "answers": ["?"]}]},
+            "at least one word",
+        ),
+        ({"questions": [{"question": "Where?", "field": "a b"}]}, "simple name"),
+        ({"questions": [{"question": "", "field": "x"}]}, "questions.0.question"),
+        ({"prompt": "Answer briefly."}, "must contain {question}"),
+        ({"prompt": "{question} {other}"}, "only the {question} placeholder"),
+    ],
+)
+def test_bad_vqa_settings_are_config_errors(section: dict[str, Any], message: str, tmp_path: Path) -> None:
+    config = config_with(tmp_path, {"vqa": {"enabled": True, **section}})
+    with pytest.raises(ConfigError, match=r"plugins\.vqa") as err:
+        registered_by(vqa_plugin, config)
+    assert message in str(err.value)
+
+
+def test_vqa_defaults(tmp_path: Path) -> None:
+    assert registered_by(vqa_plugin, config_with(tmp_path, {})) == []
+    (analyzer,) = registered_by(vqa_plugin, config_with(tmp_path, {"vqa": {"enabled": True}}))
+    assert analyzer.settings.model == "Salesforce/blip-vqa-base"
+    assert [q.keyword for q in analyzer.settings.questions] == ["People", "Night"]
+
+
+# -- the real pipeline ---------------------------------------------------------------------------------------
+
+
+def test_pipeline_writes_captions_and_answers_to_the_json_sidecar(
+    models: Callable[[str], Path], photos: Path, tmp_path: Path
+) -> None:
+    plugins = {
+        "caption": {"enabled": True, "model": str(models("blip")), "max_new_tokens": 5},
+        "vqa": {
+            "enabled": True,
+            "model": str(models("blip_vqa")),
+            "questions": QUESTIONS,
+            "max_new_tokens": 3,
+        },
+    }
+    config = config_with(tmp_path, plugins, batch_size=4, device="cpu")
+    pm, _ = get_plugin_manager({"PHOTOTAG_PLUGINS": "caption,vqa,sidecar"})
+    paths = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
+    with Pipeline.from_config(config, pm) as pipeline:
+        summary = pipeline.run(paths)
+        second = pipeline.run(paths)
+        pipeline.state.close()
+    assert summary.tagged == 6 and summary.failed == 0, summary.failures
+    assert second.skipped == 6  # fingerprints are stable across the load
+    doc = json.loads(sidecar_path(photos / "cat.jpg").read_text(encoding="utf-8"))
+    cap, vqa = doc["analyzers"]["caption"], doc["analyzers"]["vqa"]
+    assert isinstance(cap["caption"], str) and cap["caption"] and doc["caption"] == cap["caption"]
+    assert cap["model"]["id"] == str(models("blip")) and cap["model"]["revision"].startswith("local-")
+    assert set(vqa["answers"]) == {"cat", "table"}
+    assert [q["question"] for q in vqa["extra"]["qa"]] == ["is there a cat ?", "what is on the table ?"]
