@@ -137,7 +137,9 @@ class Pipeline:
 
         analyzers = [obj for _, obj in collect(pm, "register_analyzers", on_error, config=config)]
         writers = [obj for _, obj in collect(pm, "register_writers", on_error, config=config)]
-        _check_plugin_sections(config, {name for name, _ in pm.list_name_plugin() if name})
+        _check_plugin_sections(
+            config, {name for name, _ in pm.list_name_plugin() if name} | {a.name for a in analyzers}
+        )
         return cls(
             config, analyzers, writers, state or StateDB(config.state_db), hook=pm.hook, setup_errors=errors
         )
