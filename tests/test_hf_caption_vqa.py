@@ -430,3 +430,87 @@ def test_pipeline_writes_captions_and_answers_to_the_json_sidecar(
     assert cap["model"]["id"] == str(models("blip")) and cap["model"]["revision"].startswith("local-")
     assert set(vqa["answers"]) == {"cat", "table"}
     assert [q["question"] for q in vqa["extra"]["qa"]] == ["is there a cat ?", "what is on the table ?"]
+
+
+# -- answers to XMP fields -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "message"),
+    [
+        ("EXIF:Artist", "is in the EXIF group"),
+        ("IPTC:Headline", "is in the IPTC group"),
+        ("File:Comment", "is in the File group"),
+        ("XMP:Headline", "does not name its XMP group"),
+        ("Headline", "not an exiftool tag name"),
+        ("XMP-dc:Subject", "manages itself"),
+        ("XMP-dc:description", "manages itself"),  # exiftool names are case-insensitive
+        ("XMP-lr:HierarchicalSubject", "manages itself"),
+        ("XMP-digiKam:TagsList", "manages itself"),
+        ("XMP-tiff:ImageDescription", "manages itself"),
+        ("XMP-mwg-rs:RegionInfo", "manages itself"),
+        ("XMP-iptcExt:ImageRegionName", "manages itself"),
+        ("XMP-phototag:Caption", "manages itself"),
+        ("XMP-dc:all", "not a single XMP tag"),
+        ("XMP-dc:Title-fr", "not a single XMP tag"),
+        ("XMP-photoshop:Headline\n-XMP-dc:Rights=X", "not a single XMP tag"),
+    ],
+)
+def test_refused_xmp_tags_are_config_errors(tag: str, message: str, tmp_path: Path) -> None:
+    questions = [{"question": "Who?", "field": "who"}, {"question": "What is it?", "xmp": tag}]
+    config = config_with(tmp_path, {"vqa": {"enabled": True, "questions": questions}})
+    with pytest.raises(ConfigError, match=r"plugins\.vqa\.questions\.1\.xmp") as err:
+        registered_by(vqa_plugin, config)
+    assert message in str(err.value)
+    assert "config.yaml" in str(err.value)
+
+
+def test_xmp_text_fields_are_accepted(tmp_path: Path) -> None:
+    tags = ["XMP-photoshop:Headline", "XMP-dc:Title", "XMP-iptcExt:PersonInImage", "XMP-iptcCore:Scene"]
+    questions = [{"question": f"q{i}?", "xmp": t} for i, t in enumerate(tags)]
+    (analyzer,) = registered_by(
+        vqa_plugin, config_with(tmp_path, {"vqa": {"enabled": True, "questions": questions}})
+    )
+    assert [q.xmp for q in analyzer.settings.questions] == tags
+
+
+def test_pipeline_writes_answers_to_their_xmp_field(
+    models: Callable[[str], Path], photos: Path, tmp_path: Path, exiftool_path: str
+) -> None:
+    from phototag.exiftool import Exiftool
+
+    questions = [
+        {"question": "what is on the table ?", "field": "table", "xmp": "XMP-photoshop:Headline"},
+        {"question": "is there a cat ?", "field": "cat"},
+    ]
+    plugins = {
+        "vqa": {
+            "enabled": True,
+            "model": str(models("blip_vqa")),
+            "questions": questions,
+            "max_new_tokens": 3,
+        }
+    }
+    config = config_with(tmp_path, plugins, batch_size=4, device="cpu")
+    pm, _ = get_plugin_manager({"PHOTOTAG_PLUGINS": "vqa,sidecar,xmp"})
+    paths = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
+    with Pipeline.from_config(config, pm) as pipeline:
+        summary = pipeline.run(paths)
+        pipeline.state.close()
+    assert summary.tagged == 6 and summary.failed == 0, summary.failures
+    written = 0
+    with Exiftool(exiftool_path) as et:
+        for path in paths:
+            doc = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
+            answer = doc["analyzers"]["vqa"]["answers"]["table"].strip()
+            got = et.read_tags(
+                path.with_name(path.name + ".xmp"), "XMP-photoshop:Headline", "XMP-phototag:all"
+            )
+            assert [a["Question"] for a in got["XMP-phototag:Answers"]] == [q["question"] for q in questions]
+            if answer:
+                written += 1
+                assert got["XMP-photoshop:Headline"] == answer
+                assert got["XMP-phototag:Fields"] == [{"Tag": "XMP-photoshop:Headline", "Value": answer}]
+            else:
+                assert "XMP-photoshop:Headline" not in got
+    assert written, "no photo got an answer to write"

@@ -635,3 +635,287 @@ def test_missing_photo_is_a_metadata_error(make_writer, photos: Path) -> None:
     (photos / "cat.jpg").unlink()
     with pytest.raises(MetadataError, match=r"cat\.jpg.*moved or deleted"):
         make_writer().write(res)
+
+
+# -- answers written to XMP fields (VQA ``xmp:``) ------------------------------------------------------------
+
+VQA_MODEL = ModelInfo("test/vqa", "rev-2")
+HEADLINE = "XMP-photoshop:Headline"
+TITLE = "XMP-dc:Title"
+PERSON = "XMP-iptcExt:PersonInImage"
+
+
+def vqa(fields: dict[str, str] | None = None, qa: list[dict[str, Any]] | None = None) -> AnalyzerRun:
+    """A VQA analyzer's run as HFVQA builds it: answers for XMP fields in extra["xmp"], all Q&A in extra["qa"]."""
+    fields = fields or {}
+    if qa is None:
+        qa = [{"question": f"about {tag}?", "answer": text, "score": 0.5} for tag, text in fields.items()]
+    extra: dict[str, Any] = {"qa": qa}
+    if fields:
+        extra["xmp"] = fields
+    return AnalyzerRun("vqa", "vqa", VQA_MODEL, "fp-vqa", Analysis(extra=extra))
+
+
+def fields_of(got: dict[str, Any]) -> dict[str, list[str]]:
+    """XMP-phototag:Fields as tag -> recorded values."""
+    out: dict[str, list[str]] = {}
+    for record in got.get("XMP-phototag:Fields", []):
+        out.setdefault(record["Tag"], []).append(record["Value"])
+    return out
+
+
+def test_answers_go_to_empty_fields_and_are_recorded(make_writer, photos: Path, reader: Exiftool) -> None:
+    photo = photos / "cat.jpg"
+    side = photos / "cat.jpg.xmp"
+    qa = [
+        {"question": "What is the headline?", "answer": "a cat on a mat", "score": 0.8123456},
+        {"question": "Who is this?", "answer": "Chelsea", "score": None},
+        {"question": "Who is in it?", "answer": "nobody", "score": 0.25},
+        {"question": "Is it night?", "answer": "no", "score": 0.9},  # asked, but no field: still recorded
+    ]
+    fields = {HEADLINE: "a cat on a mat", TITLE: "Chelsea", PERSON: "nobody"}
+    writer = make_writer()
+    res = result(photo, run(Tag("Cat", 0.9)), vqa(fields, qa))
+    writer.write(res)
+    got = reader.read_tags(side)
+    assert got[HEADLINE] == "a cat on a mat"
+    assert got[TITLE] == "Chelsea"
+    assert got[PERSON] == ["nobody"]  # a Bag
+    assert fields_of(got) == {HEADLINE: ["a cat on a mat"], TITLE: ["Chelsea"], PERSON: ["nobody"]}
+    assert got["XMP-phototag:Answers"] == [
+        {
+            "Question": "What is the headline?",
+            "Answer": "a cat on a mat",
+            "Score": "0.8123",
+            "Analyzer": "vqa",
+            "Model": "test/vqa",
+            "Revision": "rev-2",
+        },
+        {
+            "Question": "Who is this?",
+            "Answer": "Chelsea",
+            "Analyzer": "vqa",
+            "Model": "test/vqa",
+            "Revision": "rev-2",
+        },
+        {
+            "Question": "Who is in it?",
+            "Answer": "nobody",
+            "Score": "0.2500",
+            "Analyzer": "vqa",
+            "Model": "test/vqa",
+            "Revision": "rev-2",
+        },
+        {
+            "Question": "Is it night?",
+            "Answer": "no",
+            "Score": "0.9000",
+            "Analyzer": "vqa",
+            "Model": "test/vqa",
+            "Revision": "rev-2",
+        },
+    ]
+    assert got["XMP-dc:Subject"] == ["Cat"]  # the keywords are unaffected
+
+    independent = exiv2_read(side)
+    assert independent["Xmp.photoshop.Headline"] == "a cat on a mat"
+    assert independent["Xmp.dc.title"] == "Chelsea"
+    assert independent["Xmp.iptcExt.PersonInImage"] == ["nobody"]
+    recorded = {k: v for k, v in independent.items() if k.startswith("Xmp.phototag.Fields[") and "/" in k}
+    assert sorted(recorded.values()) == sorted([*fields, *fields.values()])
+    assert independent["Xmp.phototag.Answers[4]/phototag:Question"] == "Is it night?"
+
+    first, mtime = side.read_bytes(), side.stat().st_mtime_ns
+    writer.write(res)  # the same result again: nothing changes, nothing is written
+    assert side.read_bytes() == first and side.stat().st_mtime_ns == mtime
+
+    writer.remove(photo)  # the sidecar held only phototag's data
+    assert not side.exists()
+
+
+def test_a_value_the_user_wrote_is_kept_unless_caption_replace(
+    make_writer, photos: Path, reader: Exiftool
+) -> None:
+    photo = photos / "cat.jpg"
+    side = photos / "cat.jpg.xmp"
+    shell(f"-{HEADLINE}=My own headline", str(photo))  # in the photo: a new sidecar starts from its XMP
+    keep = make_writer()
+    keep.write(result(photo, vqa({HEADLINE: "a cat", TITLE: "Chelsea"})))
+    got = reader.read_tags(side)
+    assert got[HEADLINE] == "My own headline"
+    assert fields_of(got) == {TITLE: ["Chelsea"]}  # the user's headline is not recorded as phototag's
+
+    # the user overwrites phototag's title: from then on it is theirs
+    shell(f"-{TITLE}=Our cat", str(side))
+    keep.write(result(photo, vqa({HEADLINE: "a dog", TITLE: "Felix"})))
+    got = reader.read_tags(side)
+    assert (got[HEADLINE], got[TITLE]) == ("My own headline", "Our cat")
+    assert "XMP-phototag:Fields" not in got
+    keep.remove(photo)
+    got = reader.read_tags(side)
+    assert (got[HEADLINE], got[TITLE]) == ("My own headline", "Our cat")
+
+    replace = make_writer(metadata__caption="replace")
+    replace.write(result(photo, vqa({HEADLINE: "a dog"})))
+    got = reader.read_tags(side)
+    assert got[HEADLINE] == "a dog" and fields_of(got) == {HEADLINE: ["a dog"]}
+    replace.remove(photo)  # untag takes back what phototag wrote (the overwritten value is gone)
+    assert HEADLINE not in reader.read_tags(side)
+    assert reader.read_tags(photo, HEADLINE) == {HEADLINE: "My own headline"}  # the photo was never touched
+
+
+def test_user_value_in_the_photo_keeps_an_existing_sidecars_field(
+    make_writer, photos: Path, reader: Exiftool
+) -> None:
+    photo = photos / "cat.jpg"
+    writer = make_writer()
+    writer.write(result(photo, run(Tag("Cat", 0.9))))  # the sidecar exists before the user's headline
+    shell(f"-{HEADLINE}=From the photographer", str(photo))
+    writer.write(result(photo, run(Tag("Cat", 0.9)), vqa({HEADLINE: "a cat"})))
+    assert HEADLINE not in reader.read_tags(photos / "cat.jpg.xmp")
+
+
+def test_rerun_replaces_only_phototags_values(make_writer, photos: Path, reader: Exiftool) -> None:
+    photo = photos / "coffee.png"
+    side = photos / "coffee.png.xmp"
+    shell(f"-{PERSON}+=Alice", f"-{PERSON}+=Bob", f"-{TITLE}-fr=Petit déjeuner", str(side))
+    writer = make_writer()
+    writer.write(result(photo, vqa({HEADLINE: "a cup", PERSON: "a barista", TITLE: "Coffee"})))
+    got = reader.read_tags(side, "XMP:all")
+    assert got[PERSON] == ["Alice", "Bob", "a barista"]
+    assert (got[HEADLINE], got[TITLE], got["XMP-dc:Title-fr"]) == ("a cup", "Coffee", "Petit déjeuner")
+
+    writer.write(result(photo, vqa({HEADLINE: "a bowl", PERSON: "a waiter", TITLE: "Breakfast"})))
+    writer.write(result(photo, vqa({HEADLINE: "a bowl", PERSON: "a waiter", TITLE: "Breakfast"})))
+    got = reader.read_tags(side, "XMP:all")
+    assert got[PERSON] == ["Alice", "Bob", "a waiter"]  # replaced, never duplicated
+    assert (got[HEADLINE], got[TITLE], got["XMP-dc:Title-fr"]) == ("a bowl", "Breakfast", "Petit déjeuner")
+    assert fields_of(got) == {HEADLINE: ["a bowl"], PERSON: ["a waiter"], TITLE: ["Breakfast"]}
+    assert exiv2_read(side)["Xmp.iptcExt.PersonInImage"] == ["Alice", "Bob", "a waiter"]
+
+    # an answer equal to a user's entry: that entry was there first, so it stays the user's
+    writer.write(result(photo, vqa({PERSON: "Bob"})))
+    got = reader.read_tags(side, "XMP:all")
+    assert got[PERSON] == ["Alice", "Bob"]
+    assert HEADLINE not in got and TITLE not in got  # no answer for them now: phototag's are taken back
+    assert "XMP-phototag:Fields" not in got
+    assert got["XMP-dc:Title-fr"] == "Petit déjeuner"
+
+    writer.write(result(photo, vqa({PERSON: "a waiter", TITLE: "Breakfast"})))
+    writer.remove(photo)
+    got = reader.read_tags(side, "XMP:all")
+    assert got[PERSON] == ["Alice", "Bob"]
+    assert TITLE not in got and got["XMP-dc:Title-fr"] == "Petit déjeuner"  # other languages stay
+    assert not [k for k in got if k.startswith("XMP-phototag:")]
+
+
+def test_embed_mode_answers(make_writer, photos: Path, reader: Exiftool) -> None:
+    photo = photos / "rocket.jpg"
+    shell(f"-{PERSON}=Mission control", str(photo))
+    before = reader.read_tags(photo, "XMP:all", "IPTC:all", "IFD0:ImageDescription")
+    before_pixels = pixels(photo)
+    writer = make_writer(metadata__mode="embed")
+    writer.write(result(photo, vqa({HEADLINE: "a launch", PERSON: "an astronaut"})))
+    assert not (photos / "rocket.jpg.xmp").exists()
+    independent = exiv2_read(photo)
+    assert independent["Xmp.photoshop.Headline"] == "a launch"
+    assert independent["Xmp.iptcExt.PersonInImage"] == ["Mission control", "an astronaut"]
+    assert "Iptc.Application2.Headline" not in independent  # XMP only
+
+    writer.write(result(photo, vqa({HEADLINE: "a rocket", PERSON: "a pilot"})))
+    got = reader.read_tags(photo, HEADLINE, PERSON)
+    assert got == {HEADLINE: "a rocket", PERSON: ["Mission control", "a pilot"]}
+    writer.remove(photo)
+    assert reader.read_tags(photo, "XMP:all", "IPTC:all", "IFD0:ImageDescription") == before
+    assert pixels(photo) == before_pixels
+
+
+def test_answer_injection_is_impossible(make_writer, photos: Path, reader: Exiftool) -> None:
+    photo = photos / "cat.jpg"
+    answer = 'a dog\n-XMP-dc:Rights=X\n#comment "quoted" $HOME @x -end'
+    qa = [{"question": "What?\n-XMP-dc:Rights=Q", "answer": answer, "score": 0.5}]
+    writer = make_writer(metadata__mode="embed")
+    fields = {HEADLINE: answer, PERSON: answer, "XMP-photoshop:Credit=X\n-XMP-dc:Rights": "Y"}
+    writer.write(result(photo, vqa(fields, qa)))
+    got = reader.read_tags(photo, "XMP:all")
+    assert "XMP-dc:Rights" not in got and "XMP-photoshop:Credit" not in got
+    assert got[HEADLINE] == answer and got[PERSON] == [answer]
+    assert got["XMP-phototag:Answers"][0]["Question"] == "What?\n-XMP-dc:Rights=Q"
+    assert got["XMP-phototag:Answers"][0]["Answer"] == answer
+    assert fields_of(got) == {HEADLINE: [answer], PERSON: [answer]}
+    independent = exiv2_read(photo)
+    assert independent["Xmp.photoshop.Headline"] == answer
+    assert "Xmp.dc.rights" not in independent
+    writer.write(result(photo, vqa(fields, qa)))  # the -= / += of a multi-line value round-trips too
+    assert reader.read_tags(photo, PERSON) == {PERSON: [answer]}
+    writer.remove(photo)
+    assert not [k for k in reader.read_tags(photo, "XMP:all") if k != "XMP-x:XMPToolkit"]
+
+
+def test_refused_fields_are_skipped_and_logged_not_fatal(
+    make_writer, photos: Path, reader: Exiftool, caplog: pytest.LogCaptureFixture
+) -> None:
+    photo = photos / "cat.jpg"
+    refused = {
+        "EXIF:Artist": "a photographer",  # not XMP
+        "XMP-dc:Subject": "Sneaky",  # a field phototag manages
+        "XMP-phototag:Caption": "forged",
+        "XMP-xmp:Rating": "five",  # not text
+        "XMP-iptcExt:LocationCreatedCity": "Paris",  # a structure's field
+        "XMP-photoshop:NoSuchTag": "x",  # unknown to exiftool
+    }
+    fields = {**refused, "XMP-photoshop:headline": "a cat"}  # exiftool's spelling is Headline
+    writer = make_writer(metadata__mode="embed")
+    with caplog.at_level("WARNING", logger="phototag.plugins.xmp"):
+        writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields)))
+        bad = AnalyzerRun("odd", "vqa", VQA_MODEL, "fp", Analysis(extra={"xmp": "not a mapping"}))
+        writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields), bad))
+    got = reader.read_tags(photo, "XMP:all", "EXIF:all")
+    assert got[HEADLINE] == "a cat" and fields_of(got) == {HEADLINE: ["a cat"]}
+    assert got["XMP-dc:Subject"] == ["Cat"]
+    assert "XMP-phototag:Caption" not in got
+    assert not {"IFD0:Artist", "XMP-xmp:Rating", "XMP-iptcExt:LocationCreated"} & set(got)
+    warned = caplog.text
+    for tag in refused:
+        assert warned.count(f"not writing answers to {tag}:") == 1, tag  # once per writer, not per photo
+    assert "odd" in warned and "must map XMP tags to text" in warned
+
+
+def test_a_forged_field_record_cannot_make_untag_remove_user_data(
+    make_writer, photos: Path, reader: Exiftool
+) -> None:
+    photo = photos / "coffee.png"
+    side = photos / "coffee.png.xmp"
+    shell("-XMP-dc:Subject+=Holiday", f"-{HEADLINE}=Mine", str(side))
+    writer = make_writer()
+    writer.write(result(photo, vqa({PERSON: "a barista"})))
+    forged = ["{Tag=XMP-dc:Subject,Value=Holiday}", f"{{Tag={HEADLINE},Value=Other}}"]
+    with Exiftool() as et:  # phototag's namespace needs its exiftool config
+        et.write(side, *(f"-XMP-phototag:Fields+={f}" for f in forged))
+    assert fields_of(reader.read_tags(side)) == {
+        PERSON: ["a barista"],
+        "XMP-dc:Subject": ["Holiday"],
+        HEADLINE: ["Other"],
+    }
+    writer.remove(photo)
+    got = reader.read_tags(side, "XMP:all")
+    assert got["XMP-dc:Subject"] == ["Holiday"] and got[HEADLINE] == "Mine"
+    assert PERSON not in got
+
+
+def test_plan_writes_fields_without_exiftool_probe(photos: Path) -> None:
+    target = Target(photos / "cat.jpg.xmp", photos / "cat.jpg", sidecar=True)
+    want = desired_from(
+        result(photos / "cat.jpg", vqa({HEADLINE: " a cat\r\n", "EXIF:Artist": "x"})), "AI", 0.0
+    )
+    fixed = datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    args = plan(target, {}, want, now=lambda: fixed)
+    assert f"-{HEADLINE}=a cat" in args  # cleaned: CR LF -> LF, stripped
+    assert not [a for a in args if a.startswith("-EXIF") or "Value=x" in a]
+    assert "-XMP-phototag:Fields=[{Tag=XMP-photoshop:Headline,Value=a cat}]" in args
+    # lang-alt: only x-default is written; a list takes -= / +=
+    assert plan(target, {}, want, field_kinds={HEADLINE: "lang-alt"}, now=lambda: fixed)[0] == (
+        f"-{HEADLINE}-x-default=a cat"
+    )
+    listed = plan(target, {HEADLINE: ["Mine"]}, want, field_kinds={HEADLINE: "list"}, now=lambda: fixed)
+    assert listed[:2] == [f"-{HEADLINE}-=a cat", f"-{HEADLINE}+=a cat"]

@@ -6,9 +6,11 @@ LLaVA, ...; the question is wrapped in the processor's chat template). For each 
 - ``keyword``: a :class:`~phototag.types.Tag` when the answer matches one of ``answers`` ("Is there a person
   in this photo?" answered "yes" -> ``People``). The tag's score is the model's confidence in its answer.
 - ``field``: the answer text in ``Analysis.answers[field]`` (the JSON sidecar keeps it).
-- ``xmp``: an exiftool tag name; the answer goes to ``Analysis.extra["xmp"][tag]`` for the XMP writer.
+- ``xmp``: an XMP tag (``XMP-photoshop:Headline``); the answer goes to ``Analysis.extra["xmp"][tag]`` and the
+  XMP writer writes it there, under phototag's ownership rules (see :mod:`phototag.plugins.xmp`).
 
-Every question and answer, with its score, is also in ``Analysis.extra["qa"]``.
+Every question and answer, with its score, is also in ``Analysis.extra["qa"]`` (the XMP writer records them
+in ``XMP-phototag:Answers``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import Config, PluginSettings, Section
 from ..errors import PhototagError
+from ..plugins.xmp import xmp_field_problem
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Tag, Task
 from .generation import (
     Generated,
@@ -70,13 +73,27 @@ class Question(Section):
     field: str | None = None
     """Name under which the answer text is stored in the JSON sidecar's ``answers``."""
     xmp: str | None = None
-    """An exiftool tag (``XMP-photoshop:Headline``, ``XMP-iptcExt:PersonInImage``) to write the answer to."""
+    """An XMP tag, ``XMP-<group>:<Name>`` (``XMP-photoshop:Headline``, ``XMP-dc:Title``,
+    ``XMP-iptcExt:PersonInImage``), that the answer is written to. Like the caption (``metadata.caption``):
+    with ``keep`` the answer goes there only when the field is empty or still holds phototag's last answer (a
+    value you wrote stays); ``replace`` overwrites. A list tag (``PersonInImage``) gets the answer added next
+    to your entries, like a keyword. ``untag`` removes exactly what phototag wrote. Only text fields of XMP;
+    other groups (IPTC, EXIF) and the fields phototag manages (keywords, hierarchy, caption, regions,
+    ``XMP-phototag``) are refused."""
 
     @field_validator("field")
     @classmethod
     def _field_name(cls, v: str | None) -> str | None:
         if v is not None and not _FIELD.match(v):
             raise ValueError("must be a simple name (letters, digits, _ . -), e.g. scene")
+        return v
+
+    @field_validator("xmp")
+    @classmethod
+    def _xmp_tag(cls, v: str | None) -> str | None:
+        problem = xmp_field_problem(v) if v is not None else None
+        if problem is not None:
+            raise ValueError(problem)
         return v
 
     @model_validator(mode="after")

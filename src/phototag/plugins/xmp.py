@@ -11,6 +11,9 @@ What goes where (see METADATA.md):
 * faces: ``XMP-mwg-rs:RegionInfo`` (Type Face, normalised centre box, AppliedToDimensions in pixels);
 * objects: ``XMP-iptcExt:ImageRegion`` (rectangle, relative units, Name = label, RId ``phototag:N``, role
   subjectArea);
+* answers: an analyzer's ``Analysis.extra["xmp"]`` (``{tag: text}``; the VQA plugin's ``xmp:`` per question)
+  goes to that XMP tag (see Fields below); every question and answer (``extra["qa"]``) is recorded in
+  ``XMP-phototag:Answers`` (Question, Answer, Score, Analyzer, Model, Revision);
 * provenance: the ``XMP-phototag`` namespace (``phototag/data/exiftool.config``).
 
 Ownership. phototag records in its namespace exactly what it ADDED: the flat keywords / hierarchy entries that
@@ -28,6 +31,23 @@ Captions. ``caption: keep`` never overwrites a caption phototag did not write: i
 sidecar mode also the photo's embedded ones) holds a non-blank text other than phototag's last caption, no
 caption is written. ``replace`` overwrites. Control characters other than tab/newline (invalid in XML) become
 spaces; CR LF and CR become LF (XML readers normalise them anyway).
+
+Fields (answers written to XMP tags). Only text fields of an XMP namespace, named ``XMP-<group>:<Name>``
+(``XMP-photoshop:Headline``, ``XMP-dc:Title``, ``XMP-iptcExt:PersonInImage``): never a non-XMP group (IPTC,
+EXIF, File...), never a field phototag manages itself (``dc:subject``, ``lr:hierarchicalSubject``,
+``digiKam:TagsList``, ``dc:description``, ``tiff:ImageDescription``, ``mwg-rs``, ``iptcExt:ImageRegion``,
+``XMP-phototag``; :func:`xmp_field_problem`). The VQA settings refuse such a tag as a config error; the writer
+checks again, and once per tag asks exiftool, by writing a test value into a scratch XMP file, whether it
+is a plain text field, a language alternative or a text list (a number, date, structure or unknown tag is
+skipped with one logged warning; the rest of the write goes on). phototag records each value it wrote in
+``XMP-phototag:Fields`` (Tag, Value). Ownership follows ``metadata.caption``: with ``keep`` a field is
+written only when it is empty (in sidecar mode also in the photo's own XMP) or still holds the value phototag
+recorded; a value the user wrote stays. ``replace`` overwrites it. A language alternative (``dc:title``) is
+written to its ``x-default`` entry; the other languages stay. A list tag (Bag/Seq) works like the keywords
+whatever ``metadata.caption`` says: phototag's entry is added next to the user's (``-=`` then ``+=``, no
+duplicates) and an entry the user had first is not recorded. A re-run replaces phototag's value; when an
+analyzer has no answer any more, the value is removed where it is unchanged; ``untag`` removes exactly the
+values recorded in Fields.
 
 Sidecars (``metadata.mode: sidecar``, the default: the photo is never modified).
 
@@ -53,9 +73,11 @@ names, whichever hold phototag's namespace.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import secrets
+import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,6 +112,8 @@ CAPTION_EXIF = {"EXIF:ImageDescription": "IFD0:ImageDescription"}
 REGION_INFO = "XMP-mwg-rs:RegionInfo"
 IMAGE_REGION = "XMP-iptcExt:ImageRegion"
 PROVENANCE = "XMP-phototag:"
+# provenance fields that hold a list of structures
+STRUCT_LISTS = ("Tags", "Regions", "Fields", "Answers")
 READ_TAGS = (
     SUBJECT, HIERARCHY, TAGSLIST, "XMP-dc:Description", "XMP-tiff:ImageDescription",
     REGION_INFO, IMAGE_REGION, "XMP-phototag:all", "IPTC:all", "EXIF:ImageDescription",
@@ -106,6 +130,54 @@ IPTC_CAPTION_MAX = 2000
 OBJECT_RID = "phototag:"
 SUBJECT_AREA = "http://cv.iptc.org/newscodes/imageregionrole/subjectArea"
 _XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+# answers go only to single, named XMP tags: GROUP and Name as exiftool spells them, nothing that could be
+# read as an option, a wildcard, a language suffix or a print-conversion switch
+_FIELD_TAG = re.compile(r"^XMP-[A-Za-z][A-Za-z0-9_-]*:[A-Za-z][A-Za-z0-9_]*$")
+MANAGED_FIELDS = frozenset(t.lower() for t in (SUBJECT, HIERARCHY, TAGSLIST, *CAPTION_XMP, IMAGE_REGION))
+MANAGED_GROUPS = frozenset({"xmp-phototag", "xmp-mwg-rs", "xmp-x"})
+PROBE_TEXT = "phototag probe"
+FieldKind = str
+"""How a field is written: ``text`` (``-TAG=v``), ``lang-alt`` (``-TAG-x-default=v``) or ``list``
+(``-TAG-=v``, ``-TAG+=v``)."""
+
+
+def xmp_field_problem(tag: str) -> str | None:
+    """Why phototag will not write an answer to the exiftool tag ``tag``; None when it may.
+
+    Allowed: one XMP tag named with its group (``XMP-photoshop:Headline``). Refused: other groups (IPTC,
+    EXIF, File...), wildcards, and the fields phototag manages itself (keywords, hierarchy, caption, regions,
+    its own namespace).
+    """
+    group, sep, name = tag.partition(":")
+    if not sep or not group or not name:
+        return f"{tag!r} is not an exiftool tag name: write XMP-<group>:<Name>, e.g. XMP-photoshop:Headline"
+    if group.lower() == "xmp":
+        return (
+            f"{tag!r} does not name its XMP group: write XMP-<group>:{name} (the group as exiftool -G1 shows "
+            "it, e.g. XMP-photoshop:Headline)"
+        )
+    if not group.lower().startswith("xmp-"):
+        return (
+            f"{tag!r} is in the {group} group: answers can only go to XMP tags (XMP-<group>:<Name>, "
+            "e.g. XMP-photoshop:Headline)"
+        )
+    if not _FIELD_TAG.match(tag) or name.lower() == "all":
+        return (
+            f"{tag!r} is not a single XMP tag: write XMP-<group>:<Name> (letters, digits and _ only, no "
+            "language suffix), e.g. XMP-photoshop:Headline"
+        )
+    low = tag.lower()
+    if (
+        group.lower() in MANAGED_GROUPS
+        or low in MANAGED_FIELDS
+        or low.startswith(IMAGE_REGION.lower())  # its flattened fields (ImageRegionName ...) too
+    ):
+        return (
+            f"{tag!r} holds what phototag manages itself (keywords, hierarchy, caption, regions, provenance): "
+            "choose another field, e.g. XMP-photoshop:Headline"
+        )
+    return None
 
 
 def _clean(text: str) -> str:
@@ -142,6 +214,9 @@ class Desired:
     objects: list[dict[str, Any]] = field(default_factory=list)
     tags_provenance: list[dict[str, str]] = field(default_factory=list)
     regions_provenance: list[dict[str, str]] = field(default_factory=list)
+    fields: dict[str, str] = field(default_factory=dict)
+    """XMP tag -> text for it (analyzers' ``extra["xmp"]``; the first analyzer naming a tag wins)."""
+    answers_provenance: list[dict[str, str]] = field(default_factory=list)
     root: str = ""
     width: int = 0
     height: int = 0
@@ -189,6 +264,12 @@ def desired_from(result: PhotoResult, root: str, min_score: float) -> Desired:
             want.caption = _clean(run.analysis.caption)
             want.caption_model = "@".join(p for p in (run.model.id, run.model.revision) if p)
             break
+    for run in result.ok_runs:
+        extra = run.analysis.extra if run.analysis is not None else {}
+        for field_tag, text in _answer_fields(run, extra.get("xmp")):
+            if all(t.lower() != field_tag.lower() for t in want.fields):
+                want.fields[field_tag] = text
+        want.answers_provenance += _answers(run, extra.get("qa"))
     n_objects = 0
     for run, region in result.regions:
         if region.score < min_score or region.w <= 0 or region.h <= 0:
@@ -224,6 +305,45 @@ def desired_from(result: PhotoResult, root: str, min_score: float) -> Desired:
                 )
             )
     return want
+
+
+def _answer_fields(run: AnalyzerRun, raw: Any) -> list[tuple[str, str]]:
+    """``extra["xmp"]`` of one run as (tag, text) pairs; anything malformed is logged and skipped."""
+    if raw is None:
+        return []
+    if not isinstance(raw, Mapping):
+        log.warning("analyzer %s: extra['xmp'] must map XMP tags to text; ignored", run.analyzer)
+        return []
+    out = []
+    for tag, value in raw.items():
+        if not isinstance(tag, str) or not isinstance(value, str):
+            log.warning("analyzer %s: extra['xmp'][%r] is not text; ignored", run.analyzer, tag)
+            continue
+        text = _clean(value).strip()
+        if text:
+            out.append((tag, text))
+    return out
+
+
+def _answers(run: AnalyzerRun, qa: Any) -> list[dict[str, str]]:
+    """``extra["qa"]`` of one run (``[{question, answer, score}]``) as provenance structures."""
+    if not isinstance(qa, Sequence) or isinstance(qa, str):
+        return []
+    out = []
+    for item in qa:
+        if not isinstance(item, Mapping) or not isinstance(item.get("question"), str):
+            continue
+        answer, score = item.get("answer"), item.get("score")
+        good_score = isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)
+        record = _provenance(
+            run,
+            Question=item["question"],
+            Answer=answer if isinstance(answer, str) else "",
+            Score=f"{score:.4f}" if good_score else "",
+        )
+        if record.get("Question", "").strip():
+            out.append(record)
+    return out
 
 
 # -- region identity -----------------------------------------------------------------------------------------
@@ -369,6 +489,66 @@ def _plan_objects(cur: Mapping[str, Any], want: Desired) -> list[str]:
     ]
 
 
+def _recorded_fields(cur: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(tag, value) pairs phototag recorded in ``XMP-phototag:Fields``, for tags it may write at all."""
+    out = []
+    for record in as_list(cur.get(f"{PROVENANCE}Fields")):
+        if isinstance(record, Mapping) and isinstance(record.get("Tag"), str) and "Value" in record:
+            tag = record["Tag"]
+            if xmp_field_problem(tag) is None:  # a hand-edited record cannot point phototag at other data
+                out.append((tag, str(record["Value"])))
+    return out
+
+
+def _plan_fields(
+    cur: Mapping[str, Any],
+    want: Desired,
+    kinds: Mapping[str, FieldKind] | None,
+    mode: str,
+    elsewhere: Mapping[str, Any],
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Arguments for the answer fields, and the (Tag, Value) records phototag keeps afterwards."""
+    prev: dict[str, list[str]] = {}
+    for tag, recorded in _recorded_fields(cur):
+        prev.setdefault(tag, []).append(recorded)
+    args: list[str] = []
+    records: list[dict[str, str]] = []
+    for tag in _unique([*want.fields, *prev]):
+        problem = xmp_field_problem(tag)
+        if problem is not None:
+            log.warning("not writing %s: %s", tag, problem)
+            continue
+        value = want.fields.get(tag)
+        current = cur.get(tag)
+        known = (kinds or {}).get(tag)
+        # without exiftool's word (pure use, or a tag it no longer accepts) the value read says list or not
+        kind = known or ("list" if isinstance(current, list) else "text")
+        if kind == "list":
+            tag_args, added = _plan_list(tag, current, prev.get(tag, []), [value] if value else [])
+            args += tag_args
+            records += [{"Tag": tag, "Value": v} for v in added]
+            continue
+        if isinstance(current, (list, Mapping)):
+            log.warning("not writing %s: the file holds a list or structure there, not text", tag)
+            continue
+        suffix = "-x-default" if kind == "lang-alt" else ""  # keeps the other languages
+        text = str(current) if current is not None else None
+        old = prev[tag][-1] if tag in prev else None
+        others = [text, *(str(v) for v in as_list(elsewhere.get(tag)) if not isinstance(v, (list, Mapping)))]
+        user_value = any(v is not None and v.strip() and v != old for v in others)
+        if value is not None and (mode == "replace" or not user_value):
+            if text != value:
+                args.append(f"-{tag}{suffix}={value}")
+            records.append({"Tag": tag, "Value": value})
+        elif value is None:
+            if old is not None and text == old:
+                args.append(f"-{tag}{suffix}=")  # phototag has no answer now: take back its unchanged one
+        elif old is not None and text == old:
+            # keep, with the user's value elsewhere: phototag's old one stays recorded so that untag finds it
+            records.append({"Tag": tag, "Value": old})
+    return args, records
+
+
 def _norm(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _norm(v) for k, v in value.items() if v not in ("", None)}
@@ -382,7 +562,7 @@ def _current_provenance(cur: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in cur.items():
         if key.startswith(PROVENANCE):
             name = key[len(PROVENANCE) :]
-            if name in ("Tags", "Regions") or name.startswith("Added"):
+            if name in STRUCT_LISTS or name.startswith("Added"):
                 value = as_list(value)
             out[name] = _norm(value)
     return out
@@ -401,10 +581,15 @@ def plan(
     *,
     caption_mode: str = "keep",
     elsewhere_captions: Sequence[str] = (),
+    field_kinds: Mapping[str, FieldKind] | None = None,
+    elsewhere_fields: Mapping[str, Any] | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> list[str]:
     """exiftool arguments that turn ``cur`` (what the target holds now, as read with ``-G1 -struct``) into
-    ``want`` while keeping everything phototag did not write. Empty: nothing would change."""
+    ``want`` while keeping everything phototag did not write. Empty: nothing would change.
+
+    ``field_kinds``: how each answer field is written (see :data:`FieldKind`; the writer asks exiftool);
+    ``elsewhere_fields``: the photo's own XMP in sidecar mode (a user's value there keeps a field too)."""
     old = _current_provenance(cur)
     args: list[str] = []
     added: dict[str, list[str]] = {}
@@ -423,6 +608,8 @@ def plan(
     face_args, face_keys = _plan_faces(cur, prev_faces, want)
     args += face_args
     args += _plan_objects(cur, want)
+    field_args, field_records = _plan_fields(cur, want, field_kinds, caption_mode, elsewhere_fields or {})
+    args += field_args
     if target.iptc and any(a.startswith("-IPTC:") for a in args):
         args.append("-IPTC:CodedCharacterSet=UTF8")
 
@@ -434,6 +621,8 @@ def plan(
         "CaptionModel": _caption_model(caption, want, old),
         "Tags": want.tags_provenance,
         "Regions": [r for r in want.regions_provenance if r["Kind"] != "face" or r["Key"] in face_keys],
+        "Fields": field_records,
+        "Answers": want.answers_provenance,
     }
     new = {k: _norm(v) for k, v in new.items() if v not in ("", [], None)}
     meaningful = {k: v for k, v in new.items() if k not in ("Root", "Source")}
@@ -449,7 +638,7 @@ def plan(
         f"-{PROVENANCE}RunTime={now().isoformat(timespec='seconds')}",
     ]
     for name, value in new.items():
-        if name in ("Tags", "Regions"):
+        if name in STRUCT_LISTS:
             args.append(f"-{PROVENANCE}{name}={serialize_struct(value)}")
         elif isinstance(value, list):
             args += [f"-{PROVENANCE}{name}={v}" for v in value]
@@ -500,6 +689,9 @@ class XmpWriter:
         self.settings = config.metadata
         self._own = exiftool is None
         self.exiftool = exiftool or Exiftool(config.exiftool.path, timeout=config.exiftool.timeout)
+        # answer fields exiftool was asked about: tag (lower case) -> (tag as exiftool names it, kind), or
+        # None when refused (logged once)
+        self._fields: dict[str, tuple[str, FieldKind] | None] = {}
 
     def target_for(self, photo: Path) -> Target:
         """Which file ``write`` edits for ``photo`` under the current settings."""
@@ -517,11 +709,12 @@ class XmpWriter:
                 photo, "file not found: it was moved or deleted before its metadata was written"
             )
         want = desired_from(result, self.settings.keyword_root, self.settings.min_score)
+        self._resolve_fields(want)
         target = self.target_for(photo)
         if target.sidecar:
             self._write_sidecar(target, want)
         else:
-            cur = self._read(target.path)[0]
+            cur = self._read(target.path, fields=want.fields)[0]
             self._apply(target, cur, want, elsewhere=())
 
     def remove(self, path: Path) -> None:
@@ -558,10 +751,20 @@ class XmpWriter:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _read(self, *paths: Path) -> list[dict[str, Any]]:
-        items = self.exiftool.execute_json(
-            *(f"-{t}" for t in READ_TAGS), *map(_abspath, paths), file=paths[0]
-        )
+    def _read(self, *paths: Path, fields: Iterable[str] = ()) -> list[dict[str, Any]]:
+        """What phototag reads of each file: its own fields, the answer ``fields`` and the answer fields it
+        recorded there earlier (a second, small read when those were not asked for)."""
+        asked = _unique(fields)
+        out = self._read_tags(paths, [*READ_TAGS, *asked])
+        known = {t.lower() for t in asked}
+        more = _unique(t for cur in out for t, _ in _recorded_fields(cur) if t.lower() not in known)
+        if more:
+            for cur, extra in zip(out, self._read_tags(paths, more), strict=True):
+                cur.update(extra)
+        return out
+
+    def _read_tags(self, paths: Sequence[Path], tags: Sequence[str]) -> list[dict[str, Any]]:
+        items = self.exiftool.execute_json(*(f"-{t}" for t in tags), *map(_abspath, paths), file=paths[0])
         by_file = {item.get("SourceFile"): item for item in items}
         out = []
         for p in paths:
@@ -571,8 +774,87 @@ class XmpWriter:
             out.append({k: v for k, v in item.items() if k != "SourceFile"})
         return out
 
-    def _apply(self, target: Target, cur: Mapping[str, Any], want: Desired, elsewhere: Sequence[str]) -> bool:
-        args = plan(target, cur, want, caption_mode=self.settings.caption, elsewhere_captions=elsewhere)
+    def _resolve_fields(self, want: Desired) -> None:
+        """Keep the answer fields exiftool can write as text, under the names exiftool gives them."""
+        fields: dict[str, str] = {}
+        for tag, value in want.fields.items():
+            found = self._field(tag)
+            if found is not None and found[0] not in fields:
+                fields[found[0]] = value
+        want.fields = fields
+
+    def _field(self, tag: str) -> tuple[str, FieldKind] | None:
+        """(exiftool's name, kind) for an answer field, or None when phototag does not write it."""
+        key = tag.lower()
+        if key in self._fields:
+            return self._fields[key]
+        found: tuple[str, FieldKind] | None = None
+        problem = xmp_field_problem(tag)
+        if problem is None:
+            try:
+                found, problem = self._probe(tag)
+            except MetadataError as e:  # exiftool trouble: not remembered, the next photo asks again
+                log.warning("not writing %s this time: exiftool could not check it: %s", tag, e)
+                return None
+        if problem is not None:
+            log.warning("not writing answers to %s: %s", tag, problem)
+        self._fields[key] = found
+        return found
+
+    def _probe(self, tag: str) -> tuple[tuple[str, FieldKind] | None, str | None]:
+        """Write a test value to ``tag`` in a scratch XMP file and read it back: is it a language
+        alternative, plain text or a text list, and what does exiftool call it."""
+        with tempfile.TemporaryDirectory(prefix="phototag-field-") as folder:
+            scratch = Path(folder) / "probe.xmp"
+            kind: FieldKind = "lang-alt"
+            done = self.exiftool.execute(
+                f"-{tag}-x-default={PROBE_TEXT}", _abspath(scratch), file=scratch, check=False
+            )
+            if not scratch.exists():
+                kind = "text"
+                done = self.exiftool.execute(
+                    f"-{tag}={PROBE_TEXT}", _abspath(scratch), file=scratch, check=False
+                )
+            if not scratch.exists():
+                return None, f"exiftool cannot write text there ({describe_failure(done)})"
+            got = self.exiftool.execute_json(f"-{tag}", _abspath(scratch), file=scratch)
+        values = {k: v for k, v in (got[0] if got else {}).items() if k != "SourceFile"}
+        if len(values) != 1:
+            return None, "it is a field inside an XMP structure; only text fields and text lists take answers"
+        ((name, value),) = values.items()
+        if value == [PROBE_TEXT]:
+            kind = "list"
+        elif value != PROBE_TEXT:
+            return None, f"it is not a text field (text written there reads back as {value!r})"
+        problem = xmp_field_problem(name)
+        return (None, problem) if problem else ((name, kind), None)
+
+    def _kinds(self, cur: Mapping[str, Any], want: Desired) -> dict[str, FieldKind]:
+        """How to write each answer field that ``want`` or the file's record names."""
+        kinds: dict[str, FieldKind] = {}
+        for tag in _unique([*want.fields, *(t for t, _ in _recorded_fields(cur))]):
+            found = self._field(tag)
+            if found is not None:
+                kinds[tag] = found[1]
+        return kinds
+
+    def _apply(
+        self,
+        target: Target,
+        cur: Mapping[str, Any],
+        want: Desired,
+        elsewhere: Sequence[str],
+        elsewhere_fields: Mapping[str, Any] | None = None,
+    ) -> bool:
+        args = plan(
+            target,
+            cur,
+            want,
+            caption_mode=self.settings.caption,
+            elsewhere_captions=elsewhere,
+            field_kinds=self._kinds(cur, want),
+            elsewhere_fields=elsewhere_fields,
+        )
         if not args:
             return False
         remove_stale_tmp_for(target.path)
@@ -591,17 +873,19 @@ class XmpWriter:
     def _write_sidecar(self, target: Target, want: Desired) -> None:
         side, photo = target.path, target.photo
         if side.exists():
-            cur, photo_cur = self._read(side, photo)
-            self._apply(target, cur, want, elsewhere=_captions(photo_cur))
+            cur, photo_cur = self._read(side, photo, fields=want.fields)
+            self._apply(target, cur, want, _captions(photo_cur), _xmp_of(photo_cur))
             return
-        photo_cur = self._read(photo)[0]
-        xmp_only = {k: v for k, v in photo_cur.items() if k.startswith("XMP-")}
+        photo_cur = self._read(photo, fields=want.fields)[0]
+        xmp_only = _xmp_of(photo_cur)
         if not plan(
             target,
             xmp_only,
             want,
             caption_mode=self.settings.caption,
             elsewhere_captions=_captions(photo_cur),
+            field_kinds=self._kinds(xmp_only, want),
+            elsewhere_fields=xmp_only,
         ):
             return  # nothing to say: no empty sidecar
         tmp = side.with_name(f".{side.name}.phototag-{secrets.token_hex(4)}.xmp")
@@ -616,7 +900,8 @@ class XmpWriter:
                 cur = {}
             else:
                 raise MetadataError(side, describe_failure(seeded))
-            self._apply(Target(tmp, photo, sidecar=True), cur, want, elsewhere=_captions(photo_cur))
+            tmp_target = Target(tmp, photo, sidecar=True)
+            self._apply(tmp_target, cur, want, _captions(photo_cur), xmp_only)
             self._publish(tmp, side)
         finally:
             tmp.unlink(missing_ok=True)
@@ -665,6 +950,10 @@ class XmpWriter:
 def _captions(photo_cur: Mapping[str, Any]) -> list[str]:
     keys = [*CAPTION_XMP.values(), *CAPTION_IPTC.values(), *CAPTION_EXIF.values()]
     return [str(photo_cur[k]) for k in keys if photo_cur.get(k) is not None]
+
+
+def _xmp_of(photo_cur: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in photo_cur.items() if k.startswith("XMP-")}
 
 
 def _abspath(path: Path) -> str:
