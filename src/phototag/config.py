@@ -55,7 +55,7 @@ class MetadataSettings(Section):
     keyword_root: str = "AI"
     """Root of phototag's keyword hierarchy (``AI|Animals|Cat``). Empty string: no root."""
     caption: Literal["keep", "replace"] = "keep"
-    """``keep`` never overwrites a caption phototag did not write; ``replace`` does."""
+    """``keep`` never overwrites a caption (or a VQA answer field) phototag did not write; ``replace`` does."""
     min_score: float = Field(0.0, ge=0.0, le=1.0)
     """Tags below this score stay in the JSON sidecar but are not written as keywords."""
     json_sidecar: bool = True
@@ -89,9 +89,28 @@ class WatchSettings(Section):
     polling: bool = False
     """Poll instead of inotify for every folder (network shares); per folder with ``poll_folders``."""
     poll_folders: tuple[Path, ...] = ()
+    """Watched folders (or folders above them) to poll even when ``polling`` is off: network shares (NFS, SMB),
+    where inotify does not see other hosts' writes."""
     poll_interval: float = Field(5.0, gt=0)
+    """Seconds between polls of a polled folder; each poll stats every file below it."""
     idle_unload: float = Field(600.0, ge=0)
     """Seconds without work before models are unloaded (0: never)."""
+    open_write_timeout: float = Field(300.0, ge=0)
+    """Seconds a file that a writer still holds open (inotify saw writes but no close) waits before it is
+    processed anyway; a partial file then fails to decode, is not tagged, and is retried when it changes."""
+    inotify_watch_limit: int = Field(0, ge=0)
+    """Most inotify watches (one per folder) phototag may use; 0: the kernel's limit. Folders beyond it are
+    polled. Leaves room for other programs of the same user (each watch costs about 1 KB of kernel memory)."""
+    max_attempts: int = Field(5, ge=1)
+    """Tries for a photo that fails for a passing reason (file busy, disk full, exiftool timeout)."""
+    retry_delay: float = Field(30.0, ge=0)
+    """Seconds before the first retry of such a failure; doubles each time, at most an hour."""
+    batch_timeout: float = Field(900.0, gt=0)
+    """A batch running longer than this is taken as hung: the daemon stops its systemd watchdog pings, so
+    systemd restarts it; the batch's photos are then retried one at a time."""
+    drain_timeout: float = Field(20.0, ge=0)
+    """Seconds SIGTERM waits for the batch in progress; after that its photos go back to the queue and the
+    daemon exits. Keep it below the unit's TimeoutStopSec."""
 
 
 class Config(Section):

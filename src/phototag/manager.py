@@ -31,6 +31,7 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "phototag.plugins.search",
     "phototag.plugins.xmp",
     "phototag.plugins.sidecar",
+    "phototag.plugins.daemon",
 )
 ENTRY_POINT_GROUP = "phototag"
 
