@@ -6,7 +6,8 @@
     ├── ModelUnavailableError  a model is not available (offline, missing folder): where we looked, how to fix
     ├── ImageError             a file cannot be decoded safely (corrupt, truncated, bomb, unsupported)
     ├── MetadataError          exiftool refused or failed a write/read
-    │   └── ExiftoolTimeout    an exiftool command passed its deadline (the process is restarted)
+    │   ├── ExiftoolTimeout    an exiftool command passed its deadline (the process is restarted)
+    │   └── ExiftoolDied       the exiftool process died mid-command (it is restarted; the write is retried)
     └── StateError             the state database cannot be opened or written
 
 Typed errors become exit codes only at the CLI boundary.
@@ -58,6 +59,10 @@ class MetadataError(FileError):
 
 class ExiftoolTimeout(MetadataError):
     """exiftool did not answer within its deadline."""
+
+
+class ExiftoolDied(MetadataError):
+    """exiftool exited (crashed, was killed) while working on this file; worth retrying."""
 
 
 class StateError(PhototagError):

@@ -49,7 +49,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ExiftoolTimeout, MetadataError
+from .errors import ExiftoolDied, ExiftoolTimeout, MetadataError
 
 log = logging.getLogger(__name__)
 
@@ -378,7 +378,7 @@ class Exiftool:
                         self._reap()
                         if len(pending) == len(payload):
                             raise _NotSent
-                        raise MetadataError(
+                        raise ExiftoolDied(
                             subject,
                             f"exiftool exited unexpectedly (status {code}) while processing this file; "
                             "it will be restarted for the next one",

@@ -449,9 +449,9 @@ def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:
 def _is_transient(e: Exception) -> bool:
     import errno
 
-    from .errors import ExiftoolTimeout
+    from .errors import ExiftoolDied, ExiftoolTimeout
 
-    if isinstance(e, ExiftoolTimeout):
+    if isinstance(e, (ExiftoolTimeout, ExiftoolDied)):
         return True
     cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
     return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EBUSY, errno.EAGAIN, errno.EIO)

@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 
 MAX_CRASHES = 3
 MAX_BACKOFF = 3600.0
-# Failures the pipeline reports as permanent although a retry will do: exiftool killed under a write.
-TRANSIENT_MARKERS = ("exiftool exited unexpectedly",)
 
 
 class OutcomeLike(Protocol):
@@ -73,7 +71,7 @@ def backoff(attempts: int, first: float) -> float:
 
 
 def is_transient(outcome: OutcomeLike) -> bool:
-    return bool(outcome.transient) or any(m in outcome.message for m in TRANSIENT_MARKERS)
+    return bool(outcome.transient)
 
 
 class Worker(threading.Thread):
