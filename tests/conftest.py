@@ -46,3 +46,12 @@ def exiftool_path() -> str:
     if path is None:
         pytest.fail("exiftool is not installed: apt-get install libimage-exiftool-perl")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory):
+    """``tiny_model(name)`` -> folder of a tiny random transformers model (``tiny_models.BUILDERS``), built once
+    per session on first use. Do not change the folder: copy it to damage it."""
+    from tiny_models import TinyModels  # imports torch: only sessions that use the models pay for it
+
+    return TinyModels(tmp_path_factory.mktemp("tiny-models"))

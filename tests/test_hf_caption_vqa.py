@@ -16,79 +16,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from phototag.config import Config, load_config
+from hf_helpers import CPU, config_with, decoded_samples, make, registered_by, run, sample_paths, scan
 from phototag.errors import ConfigError, ModelUnavailableError, PhototagError
-from phototag.files import make_photo
 from phototag.hf.caption import HFCaptioner
 from phototag.hf.vqa import HFVQA, answer_matches, answer_words
-from phototag.images import decode
-from phototag.manager import get_plugin_manager
-from phototag.pipeline import Pipeline
 from phototag.plugins import caption as caption_plugin
 from phototag.plugins import vqa as vqa_plugin
 from phototag.plugins.sidecar import sidecar_path
-from phototag.types import Analysis, Analyzer, DecodedImage, Device
-from tiny_models import (
-    build_tiny_blip_caption,
-    build_tiny_blip_vqa,
-    build_tiny_detr,
-    build_tiny_idefics3,
-    build_tiny_vit_gpt2,
-)
-
-CPU = Device("cpu", threads=1, reason="tests")
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "blip": build_tiny_blip_caption,
-    "blip_vqa": build_tiny_blip_vqa,
-    "vit_gpt2": build_tiny_vit_gpt2,
-    "idefics3": build_tiny_idefics3,
-    "detr": build_tiny_detr,
-}
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``models(kind)`` -> folder of that tiny model, built on first use (once per module)."""
-    root = tmp_path_factory.mktemp("generative-models")
-    built: dict[str, Path] = {}
-
-    def get(kind: str) -> Path:
-        if kind not in built:
-            built[kind] = BUILDERS[kind](root / kind)
-        return built[kind]
-
-    return get
+from phototag.types import Analysis, Analyzer, DecodedImage
 
 
 @pytest.fixture(scope="module")
 def images(sample_photos_master: Path) -> list[DecodedImage]:
     """The six sample photos, decoded by the real decoder (small: the tiny models use 32 px)."""
-    config = load_config(None, environ={})
-    paths = sorted(p for p in sample_photos_master.iterdir() if p.suffix in (".jpg", ".png"))
-    return [decode(make_photo(p), 64, config.image) for p in paths]
-
-
-def config_with(tmp_path: Path, plugins: dict[str, Any], **top: Any) -> Config:
-    """A real config file with these plugin sections, loaded the way the CLI loads it."""
-    doc = {"state_db": str(tmp_path / "state" / "state.db"), "plugins": plugins, **top}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return load_config(path, environ={})
-
-
-def registered_by(plugin: Any, config: Config) -> list[Analyzer]:
-    got: list[Analyzer] = []
-    plugin.register_analyzers(register=got.append, config=config)
-    return got
-
-
-def make(plugin: Any, tmp_path: Path, **settings: Any) -> Any:
-    """The analyzer the plugin module registers for ``plugins.<name>: settings`` (enabled)."""
-    config = config_with(tmp_path, {plugin.NAME: {"enabled": True, **settings}})
-    (analyzer,) = registered_by(plugin, config)
-    return analyzer
+    return decoded_samples(sample_photos_master, 64)
 
 
 def captions(analyses: list[Analysis]) -> list[str | None]:
@@ -100,9 +42,9 @@ def captions(analyses: list[Analysis]) -> list[str | None]:
 
 @pytest.mark.parametrize("kind", ["blip", "vit_gpt2", "idefics3"])
 def test_captions_are_deterministic_input_dependent_and_batch_invariant(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    analyzer = make(caption_plugin, tmp_path, model=str(models(kind)), max_new_tokens=6)
+    analyzer = make(caption_plugin, tmp_path, model=str(tiny_model(kind)), max_new_tokens=6)
     assert isinstance(analyzer, HFCaptioner) and isinstance(analyzer, Analyzer)
     analyzer.load(CPU)
     try:
@@ -118,21 +60,15 @@ def test_captions_are_deterministic_input_dependent_and_batch_invariant(
 
 @pytest.mark.parametrize("kind", ["blip", "vit_gpt2", "idefics3"])
 def test_max_new_tokens_cuts_the_greedy_caption(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     from transformers import AutoTokenizer
 
-    folder = models(kind)
+    folder = tiny_model(kind)
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     long = make(caption_plugin, tmp_path, model=str(folder), max_new_tokens=8)
     short = make(caption_plugin, tmp_path, model=str(folder), max_new_tokens=3)
-    long.load(CPU)
-    short.load(CPU)
-    try:
-        long_caps, short_caps = captions(long.analyze(images)), captions(short.analyze(images))
-    finally:
-        long.unload()
-        short.unload()
+    long_caps, short_caps = captions(run(long, images)), captions(run(short, images))
 
     def ids(text: str | None) -> list[int]:
         return list(tokenizer(text or "", add_special_tokens=False)["input_ids"])
@@ -144,51 +80,43 @@ def test_max_new_tokens_cuts_the_greedy_caption(
 
 
 def test_blip_prompt_is_a_prefix_the_caption_continues(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    plain = make(caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5)
+    plain = make(caption_plugin, tmp_path, model=str(tiny_model("blip")), max_new_tokens=5)
     prompted = make(
-        caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5, prompt="a photo of"
+        caption_plugin, tmp_path, model=str(tiny_model("blip")), max_new_tokens=5, prompt="a photo of"
     )
-    plain.load(CPU)
-    prompted.load(CPU)
-    try:
-        without, with_prompt = captions(plain.analyze(images)), captions(prompted.analyze(images))
-    finally:
-        plain.unload()
-        prompted.unload()
+    without, with_prompt = captions(run(plain, images)), captions(run(prompted, images))
     assert all(c is not None and c.startswith("a photo of ") for c in with_prompt), with_prompt
     assert with_prompt != without
     assert plain.fingerprint() != prompted.fingerprint()
 
 
 def test_chat_model_prompt_changes_the_caption(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    default = make(caption_plugin, tmp_path, model=str(models("idefics3")), max_new_tokens=5)
+    default = make(caption_plugin, tmp_path, model=str(tiny_model("idefics3")), max_new_tokens=5)
     asked = make(
-        caption_plugin, tmp_path, model=str(models("idefics3")), max_new_tokens=5, prompt="is there a cat ?"
+        caption_plugin,
+        tmp_path,
+        model=str(tiny_model("idefics3")),
+        max_new_tokens=5,
+        prompt="is there a cat ?",
     )
-    default.load(CPU)
-    asked.load(CPU)
-    try:
-        a, b = captions(default.analyze(images)), captions(asked.analyze(images))
-    finally:
-        default.unload()
-        asked.unload()
+    a, b = captions(run(default, images)), captions(run(asked, images))
     assert a != b  # the prompt reaches the model through the chat template
 
 
-def test_vision_encoder_decoder_refuses_a_prompt(models: Callable[[str], Path], tmp_path: Path) -> None:
-    analyzer = make(caption_plugin, tmp_path, model=str(models("vit_gpt2")), prompt="a photo of")
+def test_vision_encoder_decoder_refuses_a_prompt(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+    analyzer = make(caption_plugin, tmp_path, model=str(tiny_model("vit_gpt2")), prompt="a photo of")
     with pytest.raises(PhototagError, match=r"plugins\.caption\.prompt.*takes no prompt"):
         analyzer.load(CPU)
 
 
 def test_beam_search_is_deterministic_and_batch_invariant(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    analyzer = make(caption_plugin, tmp_path, model=str(models("blip")), max_new_tokens=5, num_beams=3)
+    analyzer = make(caption_plugin, tmp_path, model=str(tiny_model("blip")), max_new_tokens=5, num_beams=3)
     analyzer.load(CPU)
     try:
         batch = captions(analyzer.analyze(images[:3]))
@@ -198,8 +126,8 @@ def test_beam_search_is_deterministic_and_batch_invariant(
     assert batch == single and all(isinstance(c, str) for c in batch)
 
 
-def test_caption_identity_is_cheap_and_stable(models: Callable[[str], Path], tmp_path: Path) -> None:
-    folder = str(models("blip"))
+def test_caption_identity_is_cheap_and_stable(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
+    folder = str(tiny_model("blip"))
     analyzer = make(caption_plugin, tmp_path, model=folder)
     before = analyzer.fingerprint()
     info = analyzer.model_info()
@@ -246,9 +174,9 @@ def test_missing_model_folder_is_a_clear_error(tmp_path: Path) -> None:
         analyzer.load(CPU)
 
 
-def test_broken_model_folder_is_a_clear_error(models: Callable[[str], Path], tmp_path: Path) -> None:
+def test_broken_model_folder_is_a_clear_error(tiny_model: Callable[[str], Path], tmp_path: Path) -> None:
     broken = tmp_path / "broken"
-    shutil.copytree(models("blip"), broken)
+    shutil.copytree(tiny_model("blip"), broken)
     (broken / "model.safetensors").unlink()
     analyzer = make(vqa_plugin, tmp_path, model=str(broken))
     with pytest.raises(ModelUnavailableError, match="no weights"):
@@ -259,9 +187,9 @@ def test_broken_model_folder_is_a_clear_error(models: Callable[[str], Path], tmp
 
 
 def test_detection_model_configured_for_captions_is_a_clear_error(
-    models: Callable[[str], Path], tmp_path: Path
+    tiny_model: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    analyzer = make(caption_plugin, tmp_path, model=str(models("detr")))
+    analyzer = make(caption_plugin, tmp_path, model=str(tiny_model("detr")))
     with pytest.raises(ModelUnavailableError, match=r"DetrForObjectDetection.*not generate text from images"):
         analyzer.load(CPU)
 
@@ -270,9 +198,9 @@ def test_detection_model_configured_for_captions_is_a_clear_error(
     ("kind", "why"), [("blip", "BLIP captioning model"), ("vit_gpt2", "cannot take a question")]
 )
 def test_models_that_cannot_answer_questions_say_so(
-    kind: str, why: str, models: Callable[[str], Path], tmp_path: Path
+    kind: str, why: str, tiny_model: Callable[[str], Path], tmp_path: Path
 ) -> None:
-    analyzer = make(vqa_plugin, tmp_path, model=str(models(kind)))
+    analyzer = make(vqa_plugin, tmp_path, model=str(tiny_model(kind)))
     with pytest.raises(PhototagError, match=why):
         analyzer.load(CPU)
 
@@ -291,13 +219,20 @@ def answers_of(analyses: list[Analysis], field: str) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["blip_vqa", "idefics3"])
 def test_vqa_answers_do_not_depend_on_the_batch(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     # batch_size 4: each question goes through generate for 4 photos, then 2; Idefics3 photos of different
     # shapes take different numbers of image tokens, so those calls are padded
     config = config_with(
         tmp_path,
-        {"vqa": {"enabled": True, "model": str(models(kind)), "questions": QUESTIONS, "max_new_tokens": 4}},
+        {
+            "vqa": {
+                "enabled": True,
+                "model": str(tiny_model(kind)),
+                "questions": QUESTIONS,
+                "max_new_tokens": 4,
+            }
+        },
         batch_size=4,
     )
     (analyzer,) = registered_by(vqa_plugin, config)
@@ -320,15 +255,11 @@ def test_vqa_answers_do_not_depend_on_the_batch(
 
 
 def test_answer_maps_to_keyword_only_when_it_matches(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    folder = str(models("blip_vqa"))
+    folder = str(tiny_model("blip_vqa"))
     probe = make(vqa_plugin, tmp_path, model=folder, questions=QUESTIONS[:1], max_new_tokens=4)
-    probe.load(CPU)
-    try:
-        said = answers_of(probe.analyze(images), "cat")
-    finally:
-        probe.unload()
+    said = answers_of(run(probe, images), "cat")
     target = said[0]
     matching = [answer_matches(a, [target]) for a in said]
     assert matching[0] and not all(matching), f"need photos answered differently: {said}"
@@ -343,12 +274,7 @@ def test_answer_maps_to_keyword_only_when_it_matches(
         {"question": "is there a cat ?", "keyword": "Never", "answers": ["zebra crossing"]},
         {"question": "is there a cat ?", "field": "raw", "xmp": "XMP-photoshop:Headline"},
     ]
-    analyzer = make(vqa_plugin, tmp_path, model=folder, questions=questions, max_new_tokens=4)
-    analyzer.load(CPU)
-    try:
-        analyses = analyzer.analyze(images)
-    finally:
-        analyzer.unload()
+    analyses = run(make(vqa_plugin, tmp_path, model=folder, questions=questions, max_new_tokens=4), images)
     for analysis, answer, should in zip(analyses, said, matching, strict=True):
         names = [t.name for t in analysis.tags]
         assert ("Match" in names) == should, (answer, target)
@@ -404,30 +330,24 @@ def test_vqa_defaults(tmp_path: Path) -> None:
 
 
 def test_pipeline_writes_captions_and_answers_to_the_json_sidecar(
-    models: Callable[[str], Path], photos: Path, tmp_path: Path
+    tiny_model: Callable[[str], Path], photos: Path, tmp_path: Path
 ) -> None:
     plugins = {
-        "caption": {"enabled": True, "model": str(models("blip")), "max_new_tokens": 5},
+        "caption": {"enabled": True, "model": str(tiny_model("blip")), "max_new_tokens": 5},
         "vqa": {
             "enabled": True,
-            "model": str(models("blip_vqa")),
+            "model": str(tiny_model("blip_vqa")),
             "questions": QUESTIONS,
             "max_new_tokens": 3,
         },
     }
-    config = config_with(tmp_path, plugins, batch_size=4, device="cpu")
-    pm, _ = get_plugin_manager({"PHOTOTAG_PLUGINS": "caption,vqa,sidecar"})
-    paths = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
-    with Pipeline.from_config(config, pm) as pipeline:
-        summary = pipeline.run(paths)
-        second = pipeline.run(paths)
-        pipeline.state.close()
+    summary, second = scan(tmp_path, plugins, "caption,vqa,sidecar", photos, times=2)
     assert summary.tagged == 6 and summary.failed == 0, summary.failures
     assert second.skipped == 6  # fingerprints are stable across the load
     doc = json.loads(sidecar_path(photos / "cat.jpg").read_text(encoding="utf-8"))
     cap, vqa = doc["analyzers"]["caption"], doc["analyzers"]["vqa"]
     assert isinstance(cap["caption"], str) and cap["caption"] and doc["caption"] == cap["caption"]
-    assert cap["model"]["id"] == str(models("blip")) and cap["model"]["revision"].startswith("local-")
+    assert cap["model"]["id"] == str(tiny_model("blip")) and cap["model"]["revision"].startswith("local-")
     assert set(vqa["answers"]) == {"cat", "table"}
     assert [q["question"] for q in vqa["extra"]["qa"]] == ["is there a cat ?", "what is on the table ?"]
 
@@ -475,7 +395,7 @@ def test_xmp_text_fields_are_accepted(tmp_path: Path) -> None:
 
 
 def test_pipeline_writes_answers_to_their_xmp_field(
-    models: Callable[[str], Path], photos: Path, tmp_path: Path, exiftool_path: str
+    tiny_model: Callable[[str], Path], photos: Path, tmp_path: Path, exiftool_path: str
 ) -> None:
     from phototag.exiftool import Exiftool
 
@@ -486,21 +406,16 @@ def test_pipeline_writes_answers_to_their_xmp_field(
     plugins = {
         "vqa": {
             "enabled": True,
-            "model": str(models("blip_vqa")),
+            "model": str(tiny_model("blip_vqa")),
             "questions": questions,
             "max_new_tokens": 3,
         }
     }
-    config = config_with(tmp_path, plugins, batch_size=4, device="cpu")
-    pm, _ = get_plugin_manager({"PHOTOTAG_PLUGINS": "vqa,sidecar,xmp"})
-    paths = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
-    with Pipeline.from_config(config, pm) as pipeline:
-        summary = pipeline.run(paths)
-        pipeline.state.close()
+    (summary,) = scan(tmp_path, plugins, "vqa,sidecar,xmp", photos)
     assert summary.tagged == 6 and summary.failed == 0, summary.failures
     written = 0
     with Exiftool(exiftool_path) as et:
-        for path in paths:
+        for path in sample_paths(photos):
             doc = json.loads(sidecar_path(path).read_text(encoding="utf-8"))
             answer = doc["analyzers"]["vqa"]["answers"]["table"].strip()
             got = et.read_tags(

@@ -8,20 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from hf_helpers import decoded_samples
 from phototag.config import Config, load_config
 from phototag.errors import ConfigError, ModelUnavailableError
-from phototag.files import make_photo
 from phototag.hf.classify import HFClassifier, clear_text_cache
 from phototag.hf.embed import HFEmbedder
 from phototag.hf.vocabulary import default_vocabulary_path, load_vocabulary
-from phototag.images import decode
 from phototag.models import shared_pool
 from phototag.pipeline import Pipeline
 from phototag.plugins._dispatch import build_analyzer
-from phototag.samples import write_samples
 from phototag.state import StateDB
 from phototag.types import Analyzer, DecodedImage, Device, Tag
-from tiny_models import build_tiny_clip, build_tiny_dinov2, build_tiny_siglip, build_tiny_vit_classifier
 
 CPU = Device("cpu")
 
@@ -41,22 +38,9 @@ labels:
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {
-        "clip": build_tiny_clip(root / "clip"),
-        "siglip": build_tiny_siglip(root / "siglip"),
-        "vit": build_tiny_vit_classifier(root / "vit"),
-        "dinov2": build_tiny_dinov2(root / "dinov2"),
-    }
-
-
-@pytest.fixture(scope="module")
-def images(tmp_path_factory: pytest.TempPathFactory) -> list[DecodedImage]:
+def images(sample_photos_master: Path) -> list[DecodedImage]:
     """The six real sample photos, decoded as the pipeline decodes them."""
-    folder = tmp_path_factory.mktemp("photos")
-    config = load_config(None, environ={})
-    return [decode(make_photo(p), 224, config.image) for p in sorted(write_samples(folder))]
+    return decoded_samples(sample_photos_master, 224)
 
 
 @pytest.fixture
@@ -83,8 +67,8 @@ def loaded(analyzer: HFClassifier | HFEmbedder) -> HFClassifier | HFEmbedder:
 # -- zero-shot -----------------------------------------------------------------------------------------------
 
 
-def test_zero_shot_tags_follow_the_vocabulary_hierarchy(models, images, config, vocab_file) -> None:
-    c = classifier(config, models["clip"], vocabulary=vocab_file, top_k=3, threshold=0.0)
+def test_zero_shot_tags_follow_the_vocabulary_hierarchy(tiny_model, images, config, vocab_file) -> None:
+    c = classifier(config, tiny_model("clip"), vocabulary=vocab_file, top_k=3, threshold=0.0)
     assert isinstance(c, Analyzer)
     assert c.mode() == "zero-shot" and c.scoring() == "softmax"
     assert c.input_size == 32  # from the model's preprocessor_config.json
@@ -102,15 +86,15 @@ def test_zero_shot_tags_follow_the_vocabulary_hierarchy(models, images, config, 
     c.unload()
 
 
-def test_thresholds_global_and_per_label(models, images, config, tmp_path) -> None:
+def test_thresholds_global_and_per_label(tiny_model, images, config, tmp_path) -> None:
     vocab = tmp_path / "v.txt"
     vocab.write_text(
         "Animals|Cat = cat\nAnimals|Dog\nVehicles|Motorcycle\n# a comment\nPlaces|Beach = beach, sand\n"
     )
-    c = loaded(classifier(config, models["clip"], vocabulary=vocab, top_k=4, threshold=0.0))
+    c = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab, top_k=4, threshold=0.0))
     scores = c.scores(images)
     cut = float(np.median(scores))
-    strict = loaded(classifier(config, models["clip"], vocabulary=vocab, top_k=4, threshold=cut))
+    strict = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab, top_k=4, threshold=cut))
     for analysis, row in zip(strict.analyze(images), scores, strict=True):
         assert {t.name for t in analysis.tags} == {
             label.name for label, s in zip(strict.vocabulary.labels, row, strict=True) if s >= cut
@@ -120,68 +104,72 @@ def test_thresholds_global_and_per_label(models, images, config, tmp_path) -> No
     yaml_vocab.write_text(
         "- Animals|Cat\n- Animals|Dog\n- Vehicles|Motorcycle: {threshold: 1.0}\n- Places|Beach\n"
     )
-    never = loaded(classifier(config, models["clip"], vocabulary=yaml_vocab, top_k=4, threshold=0.0))
+    never = loaded(classifier(config, tiny_model("clip"), vocabulary=yaml_vocab, top_k=4, threshold=0.0))
     tags = [t.name for a in never.analyze(images) for t in a.tags]
     assert "Motorcycle" not in tags and len(tags) == 3 * len(images)
 
 
-def test_siglip_scores_each_label_on_its_own(models, images, config, tmp_path) -> None:
+def test_siglip_scores_each_label_on_its_own(tiny_model, images, config, tmp_path) -> None:
     """Sigmoid: a label's score does not depend on the other labels; softmax (CLIP) scores do."""
     small, large = tmp_path / "small.txt", tmp_path / "large.txt"
     small.write_text("Animals|Cat\n")
     large.write_text("Animals|Cat\nAnimals|Dog\nVehicles|Rocket\n")
-    one = loaded(classifier(config, models["siglip"], vocabulary=small, threshold=0.0))
-    three = loaded(classifier(config, models["siglip"], vocabulary=large, threshold=0.0))
+    one = loaded(classifier(config, tiny_model("siglip"), vocabulary=small, threshold=0.0))
+    three = loaded(classifier(config, tiny_model("siglip"), vocabulary=large, threshold=0.0))
     assert one.scoring() == "sigmoid"
     np.testing.assert_allclose(one.scores(images)[:, 0], three.scores(images)[:, 0], atol=1e-5)
     assert not np.allclose(three.scores(images).sum(axis=1), 1.0, atol=1e-3)
-    clip_one = loaded(classifier(config, models["clip"], vocabulary=small, threshold=0.0))
-    clip_three = loaded(classifier(config, models["clip"], vocabulary=large, threshold=0.0))
+    clip_one = loaded(classifier(config, tiny_model("clip"), vocabulary=small, threshold=0.0))
+    clip_three = loaded(classifier(config, tiny_model("clip"), vocabulary=large, threshold=0.0))
     np.testing.assert_allclose(clip_one.scores(images)[:, 0], 1.0, atol=1e-6)  # softmax over one label
     assert (clip_three.scores(images)[:, 0] < 0.999).all()
     # forcing softmax on SigLIP is honoured
-    forced = loaded(classifier(config, models["siglip"], vocabulary=large, scoring="softmax", threshold=0.0))
+    forced = loaded(
+        classifier(config, tiny_model("siglip"), vocabulary=large, scoring="softmax", threshold=0.0)
+    )
     np.testing.assert_allclose(forced.scores(images).sum(axis=1), 1.0, atol=1e-4)
 
 
-def test_batched_equals_one_at_a_time(models, images, config, vocab_file) -> None:
+def test_batched_equals_one_at_a_time(tiny_model, images, config, vocab_file) -> None:
     for model in ("clip", "siglip", "vit"):
-        c = loaded(classifier(config, models[model], vocabulary=vocab_file, top_k=3, threshold=0.0))
+        c = loaded(classifier(config, tiny_model(model), vocabulary=vocab_file, top_k=3, threshold=0.0))
         batched = c.analyze(images)
         single = [c.analyze([image])[0] for image in images]
         for b, s in zip(batched, single, strict=True):
             assert [t.name for t in b.tags] == [t.name for t in s.tags]
             np.testing.assert_allclose([t.score for t in b.tags], [t.score for t in s.tags], atol=2e-4)
-    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(models["clip"])), config))
+    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("clip"))), config))
     batched_vectors = np.array([a.embedding for a in e.analyze(images)])
     single_vectors = np.array([e.analyze([image])[0].embedding for image in images])
     np.testing.assert_allclose(batched_vectors, single_vectors, atol=1e-5)
 
 
-def test_vocabulary_text_embeddings_are_computed_once(models, config, vocab_file, tmp_path) -> None:
+def test_vocabulary_text_embeddings_are_computed_once(tiny_model, config, vocab_file, tmp_path) -> None:
     clear_text_cache()
-    first = loaded(classifier(config, models["clip"], vocabulary=vocab_file))
+    first = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file))
     assert first.texts_encoded == 19  # 2 templates x (6 names + 2x2 synonyms), plus one verbatim prompt
-    second = loaded(classifier(config, models["clip"], vocabulary=vocab_file))
+    second = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file))
     assert second.texts_encoded == 0  # memory
     cache_files = list((config.state_db.parent / "cache").glob("text-embeddings-*.npy"))
     assert len(cache_files) == 1
     clear_text_cache()
-    third = loaded(classifier(config, models["clip"], vocabulary=vocab_file))
+    third = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file))
     assert third.texts_encoded == 0  # disk, next to the state DB
     np.testing.assert_allclose(third._label_vectors.numpy(), first._label_vectors.numpy(), atol=1e-6)
-    other_templates = loaded(classifier(config, models["clip"], vocabulary=vocab_file, templates=("{}",)))
+    other_templates = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file, templates=("{}",)))
     assert other_templates.texts_encoded > 0  # a different prompt set is a different cache entry
     cache_files[0].write_bytes(b"damaged")
     clear_text_cache()
-    assert loaded(classifier(config, models["clip"], vocabulary=vocab_file)).texts_encoded == 19  # recomputed
+    assert (
+        loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file)).texts_encoded == 19
+    )  # recomputed
 
 
 # -- fixed labels --------------------------------------------------------------------------------------------
 
 
-def test_fixed_label_classifier_uses_id2label(models, images, config, tmp_path) -> None:
-    c = loaded(classifier(config, models["vit"], top_k=4, threshold=0.0))
+def test_fixed_label_classifier_uses_id2label(tiny_model, images, config, tmp_path) -> None:
+    c = loaded(classifier(config, tiny_model("vit"), top_k=4, threshold=0.0))
     assert c.mode() == "fixed" and c.scoring() == "softmax"
     names = {"tabby", "motor scooter", "espresso", "rocket"}  # "tabby, tabby cat" -> "tabby"
     for analysis, row in zip(c.analyze(images), c.scores(images), strict=True):
@@ -189,28 +177,28 @@ def test_fixed_label_classifier_uses_id2label(models, images, config, tmp_path) 
         assert all(t.path == () for t in analysis.tags)
         assert row.sum() == pytest.approx(1.0, abs=1e-4)
         assert analysis.extra["mode"] == "fixed"
-    top_one = loaded(classifier(config, models["vit"], top_k=1, threshold=0.0))
+    top_one = loaded(classifier(config, tiny_model("vit"), top_k=1, threshold=0.0))
     assert all(len(a.tags) == 1 for a in top_one.analyze(images))
     # with a vocabulary, a classifier's labels land in the user's hierarchy (matched by name or synonym)
     vocab = tmp_path / "map.txt"
     vocab.write_text("Animals|Pets|Cat = tabby\nFood|Drinks|Coffee = espresso\n")
-    mapped = loaded(classifier(config, models["vit"], vocabulary=vocab, top_k=4, threshold=0.0))
+    mapped = loaded(classifier(config, tiny_model("vit"), vocabulary=vocab, top_k=4, threshold=0.0))
     tags = {t.name: t.path for t in mapped.analyze(images[:1])[0].tags}
     assert tags["Cat"] == ("Animals", "Pets", "Cat") and tags["Coffee"] == ("Food", "Drinks", "Coffee")
     assert tags["rocket"] == ()
 
 
-def test_mode_can_be_forced_and_bad_models_are_config_errors(models, config) -> None:
-    assert classifier(config, models["clip"], mode="fixed").mode() == "fixed"
+def test_mode_can_be_forced_and_bad_models_are_config_errors(tiny_model, config) -> None:
+    assert classifier(config, tiny_model("clip"), mode="fixed").mode() == "fixed"
     with pytest.raises(ConfigError, match="neither a CLIP/SigLIP-style model"):
-        classifier(config, models["dinov2"]).mode()
+        classifier(config, tiny_model("dinov2")).mode()
 
 
 # -- embeddings ----------------------------------------------------------------------------------------------
 
 
-def test_clip_embeddings_are_normalised_and_text_lands_in_the_same_space(models, images, config) -> None:
-    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(models["clip"])), config))
+def test_clip_embeddings_are_normalised_and_text_lands_in_the_same_space(tiny_model, images, config) -> None:
+    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("clip"))), config))
     assert isinstance(e, Analyzer) and e.kind() == "dual"
     vectors = np.array([a.embedding for a in e.analyze(images)])
     assert vectors.shape == (len(images), 16)  # the projection dimension
@@ -221,14 +209,14 @@ def test_clip_embeddings_are_normalised_and_text_lands_in_the_same_space(models,
     assert not np.allclose(dog, cat, atol=1e-3) and np.allclose(dog, again, atol=1e-6)
 
 
-def test_dinov2_embeds_images_but_not_text(models, images, config) -> None:
-    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(models["dinov2"])), config))
+def test_dinov2_embeds_images_but_not_text(tiny_model, images, config) -> None:
+    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("dinov2"))), config))
     assert e.kind() == "vision"
     vectors = np.array([a.embedding for a in e.analyze(images)])
     assert vectors.shape == (len(images), 32)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     mean = loaded(
-        HFEmbedder("embed", HFEmbedder.Settings(model=str(models["dinov2"]), pooling="mean"), config)
+        HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("dinov2")), pooling="mean"), config)
     )
     assert mean.fingerprint() != e.fingerprint()
     assert not np.allclose(np.array([a.embedding for a in mean.analyze(images)]), vectors)
@@ -236,14 +224,14 @@ def test_dinov2_embeds_images_but_not_text(models, images, config) -> None:
         e.embed_text(["a dog"])
 
 
-def test_classify_and_embed_on_one_clip_share_one_model(models, images, config, vocab_file) -> None:
+def test_classify_and_embed_on_one_clip_share_one_model(tiny_model, images, config, vocab_file) -> None:
     shared_pool().clear()
     loads = shared_pool().loads
-    c = loaded(classifier(config, models["clip"], vocabulary=vocab_file))
-    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(models["clip"])), config))
+    c = loaded(classifier(config, tiny_model("clip"), vocabulary=vocab_file))
+    e = loaded(HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("clip"))), config))
     assert shared_pool().loads == loads + 1
     assert c._model is e._model
-    loaded(HFEmbedder("embed2", HFEmbedder.Settings(model=str(models["dinov2"])), config))
+    loaded(HFEmbedder("embed2", HFEmbedder.Settings(model=str(tiny_model("dinov2"))), config))
     assert shared_pool().loads == loads + 2  # another model is another load
     c.unload()
     assert len(e.analyze(images[:1])[0].embedding or ()) == 16  # the embedder still has it
@@ -252,21 +240,21 @@ def test_classify_and_embed_on_one_clip_share_one_model(models, images, config, 
 # -- fingerprints, settings, errors --------------------------------------------------------------------------
 
 
-def test_fingerprint_follows_settings_model_and_vocabulary(models, config, vocab_file, tmp_path) -> None:
-    base = classifier(config, models["clip"], vocabulary=vocab_file).fingerprint()
-    assert classifier(config, models["clip"], vocabulary=vocab_file).fingerprint() == base
-    assert classifier(config, models["clip"], vocabulary=vocab_file, top_k=2).fingerprint() != base
-    assert classifier(config, models["clip"], vocabulary=vocab_file, threshold=0.3).fingerprint() != base
-    assert classifier(config, models["siglip"], vocabulary=vocab_file).fingerprint() != base
+def test_fingerprint_follows_settings_model_and_vocabulary(tiny_model, config, vocab_file, tmp_path) -> None:
+    base = classifier(config, tiny_model("clip"), vocabulary=vocab_file).fingerprint()
+    assert classifier(config, tiny_model("clip"), vocabulary=vocab_file).fingerprint() == base
+    assert classifier(config, tiny_model("clip"), vocabulary=vocab_file, top_k=2).fingerprint() != base
+    assert classifier(config, tiny_model("clip"), vocabulary=vocab_file, threshold=0.3).fingerprint() != base
+    assert classifier(config, tiny_model("siglip"), vocabulary=vocab_file).fingerprint() != base
     other = tmp_path / "other.yaml"
     other.write_text(VOCABULARY.replace("Dog", "Puppy"))
-    assert classifier(config, models["clip"], vocabulary=other).fingerprint() != base
+    assert classifier(config, tiny_model("clip"), vocabulary=other).fingerprint() != base
 
 
-def test_settings_are_validated_through_the_dispatch(models, tmp_path) -> None:
+def test_settings_are_validated_through_the_dispatch(tiny_model, tmp_path) -> None:
     config = load_config(
         None,
-        overrides={"state_db": str(tmp_path / "s.db"), "plugins.classify.model": str(models["clip"])},
+        overrides={"state_db": str(tmp_path / "s.db"), "plugins.classify.model": str(tiny_model("clip"))},
         environ={},
     )
     analyzer = build_analyzer(
@@ -277,7 +265,7 @@ def test_settings_are_validated_through_the_dispatch(models, tmp_path) -> None:
         None,
         overrides={
             "state_db": str(tmp_path / "s.db"),
-            "plugins.classify.model": str(models["clip"]),
+            "plugins.classify.model": str(tiny_model("clip")),
             "plugins.classify.top_kk": "3",
         },
         environ={},
@@ -346,18 +334,18 @@ def test_bad_vocabulary_files_are_config_errors_naming_the_file(tmp_path, name, 
     assert str(path) in str(e.value)
 
 
-def test_missing_vocabulary_file_fails_when_the_analyzer_is_built(config, models, tmp_path) -> None:
+def test_missing_vocabulary_file_fails_when_the_analyzer_is_built(config, tiny_model, tmp_path) -> None:
     with pytest.raises(ConfigError, match="cannot read the vocabulary file"):
-        classifier(config, models["clip"], vocabulary=tmp_path / "nope.yaml")
+        classifier(config, tiny_model("clip"), vocabulary=tmp_path / "nope.yaml")
 
 
 # -- the real pipeline ---------------------------------------------------------------------------------------
 
 
-def test_pipeline_tags_and_embeds_real_photos(models, photos, make_config, vocab_file) -> None:
+def test_pipeline_tags_and_embeds_real_photos(tiny_model, photos, make_config, vocab_file) -> None:
     config = make_config(threads="1")
-    c = classifier(config, models["clip"], vocabulary=vocab_file, top_k=2, threshold=0.0)
-    e = HFEmbedder("embed", HFEmbedder.Settings(model=str(models["clip"])), config)
+    c = classifier(config, tiny_model("clip"), vocabulary=vocab_file, top_k=2, threshold=0.0)
+    e = HFEmbedder("embed", HFEmbedder.Settings(model=str(tiny_model("clip"))), config)
     paths = sorted(photos.iterdir())
     state = StateDB(config.state_db)
     with Pipeline(config, [c, e], [], state) as pipeline:

@@ -14,89 +14,33 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from phototag.config import Config, load_config
+from hf_helpers import CPU, config_with, decoded_samples, registered_by, run, scan
 from phototag.errors import ConfigError, ModelUnavailableError
-from phototag.files import make_photo
 from phototag.hf.detect import HFDetector, box_iou, display_name, nms, normalise_box
 from phototag.hf.vocabulary import load_vocabulary
-from phototag.images import decode
-from phototag.manager import get_plugin_manager
-from phototag.pipeline import Pipeline
 from phototag.plugins import detect as detect_plugin
 from phototag.plugins.sidecar import sidecar_path
-from phototag.types import Analysis, Analyzer, DecodedImage, Device, Region
-from tiny_models import (
-    DETECT_LABELS,
-    build_tiny_blip_caption,
-    build_tiny_detr,
-    build_tiny_owlv2,
-    build_tiny_owlvit,
-    build_tiny_rt_detr,
-    build_tiny_yolos,
-)
+from phototag.types import Analysis, Analyzer, DecodedImage, Region
+from tiny_models import DETECT_LABELS
 
-CPU = Device("cpu", threads=1, reason="tests")
 CLOSED = ("detr", "rt_detr", "yolos")
 OPEN = ("owlvit", "owlv2")
-BUILDERS: dict[str, Callable[[Path], Path]] = {
-    "detr": build_tiny_detr,
-    "rt_detr": build_tiny_rt_detr,
-    "yolos": build_tiny_yolos,
-    "owlvit": build_tiny_owlvit,
-    "owlv2": build_tiny_owlv2,
-    "detr_na": lambda folder: build_tiny_detr(folder, seed=2),  # this seed labels every box "N/A"
-    "blip": build_tiny_blip_caption,
-}
 QUERIES = ["cat", "motorcycle", "coffee cup"]
-
-
-@pytest.fixture(scope="module")
-def models(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """``models(kind)`` -> folder of that tiny model, built on first use (once per module)."""
-    root = tmp_path_factory.mktemp("detection-models")
-    built: dict[str, Path] = {}
-
-    def get(kind: str) -> Path:
-        if kind not in built:
-            built[kind] = BUILDERS[kind](root / kind)
-        return built[kind]
-
-    return get
 
 
 @pytest.fixture(scope="module")
 def images(sample_photos_master: Path) -> list[DecodedImage]:
     """The six sample photos through the real decoder, orientation applied, small (the models use 32-96 px)"""
-    config = load_config(None, environ={})
-    paths = sorted(p for p in sample_photos_master.iterdir() if p.suffix in (".jpg", ".png"))
-    return [decode(make_photo(p), 64, config.image) for p in paths]
-
-
-def config_with(tmp_path: Path, plugins: dict[str, Any], **top: Any) -> Config:
-    doc = {"state_db": str(tmp_path / "state" / "state.db"), "plugins": plugins, **top}
-    path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump(doc), encoding="utf-8")
-    return load_config(path, environ={})
+    return decoded_samples(sample_photos_master, 64)
 
 
 def detector(tmp_path: Path, model: Path | str, **settings: Any) -> HFDetector:
     """What the detect plugin registers for ``plugins.detect: {model: ..., **settings}``."""
-    got: list[Analyzer] = []
     config = config_with(tmp_path, {"detect": {"model": str(model), **settings}})
-    detect_plugin.register_analyzers(register=got.append, config=config)
-    (analyzer,) = got
+    (analyzer,) = registered_by(detect_plugin, config)
     assert isinstance(analyzer, HFDetector) and isinstance(analyzer, Analyzer)
     return analyzer
-
-
-def run(analyzer: HFDetector, images: list[DecodedImage]) -> list[Analysis]:
-    analyzer.load(CPU)
-    try:
-        return analyzer.analyze(images)
-    finally:
-        analyzer.unload()
 
 
 def boxes(analysis: Analysis) -> list[float]:
@@ -114,10 +58,10 @@ def expected_labels(kind: str) -> set[str]:
 
 @pytest.mark.parametrize("kind", CLOSED + OPEN)
 def test_regions_are_normalised_sorted_and_tagged(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     queries = QUERIES if kind in OPEN else []
-    analyses = run(detector(tmp_path, models(kind), threshold=0.0, max_boxes=8, queries=queries), images)
+    analyses = run(detector(tmp_path, tiny_model(kind), threshold=0.0, max_boxes=8, queries=queries), images)
     assert len(analyses) == len(images)
     assert sum(len(a.regions) for a in analyses) > 0
     for a in analyses:
@@ -138,10 +82,10 @@ def test_regions_are_normalised_sorted_and_tagged(
 
 @pytest.mark.parametrize("kind", ["rt_detr", "owlv2"])
 def test_results_repeat_and_do_not_depend_on_the_batch(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     # RT-DETR and OWLv2 resize every photo to one fixed input, so a batch is not padded
-    analyzer = detector(tmp_path, models(kind), threshold=0.0, queries=QUERIES if kind in OPEN else [])
+    analyzer = detector(tmp_path, tiny_model(kind), threshold=0.0, queries=QUERIES if kind in OPEN else [])
     analyzer.load(CPU)
     try:
         batch = analyzer.analyze(images)
@@ -156,26 +100,26 @@ def test_results_repeat_and_do_not_depend_on_the_batch(
 
 
 def test_threshold_keeps_exactly_the_boxes_above_it(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     everything = run(
-        detector(tmp_path, models("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=1000), images
+        detector(tmp_path, tiny_model("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=1000), images
     )
     scores = sorted({r.score for a in everything for r in a.regions})
     cut = (scores[len(scores) // 2] + scores[len(scores) // 2 - 1]) / 2  # between two observed scores
-    above = run(detector(tmp_path, models("rt_detr"), threshold=cut, nms_iou=1.0, max_boxes=1000), images)
+    above = run(detector(tmp_path, tiny_model("rt_detr"), threshold=cut, nms_iou=1.0, max_boxes=1000), images)
     for a, full in zip(above, everything, strict=True):
         assert a.regions == tuple(r for r in full.regions if r.score > cut)
     assert 0 < sum(len(a.regions) for a in above) < sum(len(a.regions) for a in everything)
 
 
 def test_max_boxes_keeps_the_best(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     everything = run(
-        detector(tmp_path, models("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=1000), images
+        detector(tmp_path, tiny_model("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=1000), images
     )
-    three = run(detector(tmp_path, models("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=3), images)
+    three = run(detector(tmp_path, tiny_model("rt_detr"), threshold=0.0, nms_iou=1.0, max_boxes=3), images)
     for a, full in zip(three, everything, strict=True):
         assert len(full.regions) > 3
         assert a.regions == full.regions[:3]
@@ -186,13 +130,13 @@ def test_max_boxes_keeps_the_best(
     [("rt_detr", True), ("owlv2", False)],  # RT-DETR puts two labels on one box; OWLv2's boxes overlap
 )
 def test_nms_removes_overlapping_boxes_from_real_output(
-    kind: str, agnostic: bool, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, agnostic: bool, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     common: dict[str, Any] = {"threshold": 0.0, "max_boxes": 1000, "class_agnostic_nms": agnostic}
     if kind in OPEN:
         common["queries"] = QUERIES
-    off = run(detector(tmp_path, models(kind), nms_iou=1.0, **common), images)
-    on = run(detector(tmp_path, models(kind), nms_iou=0.3, **common), images)
+    off = run(detector(tmp_path, tiny_model(kind), nms_iou=1.0, **common), images)
+    on = run(detector(tmp_path, tiny_model(kind), nms_iou=0.3, **common), images)
     removed = 0
     for a, full in zip(on, off, strict=True):
         assert set(a.regions) <= set(full.regions)
@@ -212,19 +156,19 @@ def test_nms_removes_overlapping_boxes_from_real_output(
 
 
 def test_unused_class_ids_never_become_labels(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     # this DETR labels every query "N/A" (COCO's unused ids): nothing may come out, whatever the threshold
-    analyses = run(detector(tmp_path, models("detr_na"), threshold=0.0), images)
+    analyses = run(detector(tmp_path, tiny_model("detr_na"), threshold=0.0), images)
     assert all(a.regions == () and a.tags == () for a in analyses)
 
 
 def test_labels_take_the_vocabulary_hierarchy(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     vocabulary = load_vocabulary()
     known = {w.lower(): label.path for label in vocabulary.labels for w in (label.name, *label.synonyms)}
-    analyses = run(detector(tmp_path, models("rt_detr"), threshold=0.0, max_boxes=50), images)
+    analyses = run(detector(tmp_path, tiny_model("rt_detr"), threshold=0.0, max_boxes=50), images)
     tags = {t.name: t for a in analyses for t in a.tags}
     assert "Cat" in tags and tags["Cat"].hierarchy == known["cat"]  # COCO "cat" -> AI|Animals|Pets|Cat
     for name, tag in tags.items():
@@ -232,12 +176,12 @@ def test_labels_take_the_vocabulary_hierarchy(
 
 
 def test_custom_vocabulary_file_places_labels(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     vocab = tmp_path / "mine.txt"
     vocab.write_text("Things|Rides|Motorbike = motorcycle, motorbike\nPets|Cat\n", encoding="utf-8")
     analyses = run(
-        detector(tmp_path, models("rt_detr"), threshold=0.0, max_boxes=50, vocabulary=str(vocab)), images
+        detector(tmp_path, tiny_model("rt_detr"), threshold=0.0, max_boxes=50, vocabulary=str(vocab)), images
     )
     tags = {t.name: t.hierarchy for a in analyses for t in a.tags}
     assert tags["Motorbike"] == ("Things", "Rides", "Motorbike")
@@ -250,13 +194,13 @@ def test_custom_vocabulary_file_places_labels(
 
 @pytest.mark.parametrize("kind", OPEN)
 def test_open_vocabulary_matches_the_models_own_forward_on_the_queries(
-    kind: str, models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    kind: str, tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     """phototag encodes the queries once; the result must be what the model's own forward gives for them."""
     import torch
     from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
-    folder = models(kind)
+    folder = tiny_model(kind)
     analyzer = detector(tmp_path, folder, queries=QUERIES, threshold=0.0, nms_iou=1.0, max_boxes=1000)
     analyses = run(analyzer, images)
     assert analyzer.queries == [f"a photo of a {q}" for q in QUERIES]
@@ -285,7 +229,7 @@ def test_open_vocabulary_matches_the_models_own_forward_on_the_queries(
 
 
 def test_open_vocabulary_without_queries_uses_the_vocabulary(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
     vocab = tmp_path / "few.yaml"
     vocab.write_text(
@@ -296,7 +240,9 @@ def test_open_vocabulary_without_queries_uses_the_vocabulary(
         "  Drinks|Coffee: {prompt: 'a cup of coffee'}\n",
         encoding="utf-8",
     )
-    analyzer = detector(tmp_path, models("owlv2"), vocabulary=str(vocab), query_template="{}", threshold=0.0)
+    analyzer = detector(
+        tmp_path, tiny_model("owlv2"), vocabulary=str(vocab), query_template="{}", threshold=0.0
+    )
     analyses = run(analyzer, images[:2])
     assert analyzer.open_vocabulary
     assert analyzer.queries == ["cat", "kitten", "dog", "a cup of coffee"]
@@ -307,18 +253,20 @@ def test_open_vocabulary_without_queries_uses_the_vocabulary(
 
 
 def test_different_queries_give_different_labels(
-    models: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
 ) -> None:
-    a = run(detector(tmp_path, models("owlvit"), queries=["cat"], threshold=0.0), images)
-    b = run(detector(tmp_path, models("owlvit"), queries=["dog", "person"], threshold=0.0), images)
+    a = run(detector(tmp_path, tiny_model("owlvit"), queries=["cat"], threshold=0.0), images)
+    b = run(detector(tmp_path, tiny_model("owlvit"), queries=["dog", "person"], threshold=0.0), images)
     assert {r.label for x in a for r in x.regions} == {"Cat"}
     assert {r.label for x in b for r in x.regions} <= {"Dog", "Person"}
 
 
-def test_default_thresholds_follow_the_kind_of_model(models: Callable[[str], Path], tmp_path: Path) -> None:
+def test_default_thresholds_follow_the_kind_of_model(
+    tiny_model: Callable[[str], Path], tmp_path: Path
+) -> None:
     closed, open_ = (
-        detector(tmp_path, models("rt_detr")),
-        detector(tmp_path, models("owlv2"), queries=["cat"]),
+        detector(tmp_path, tiny_model("rt_detr")),
+        detector(tmp_path, tiny_model("owlv2"), queries=["cat"]),
     )
     closed.load(CPU)
     open_.load(CPU)
@@ -328,14 +276,16 @@ def test_default_thresholds_follow_the_kind_of_model(models: Callable[[str], Pat
     finally:
         closed.unload()
         open_.unload()
-    assert detector(tmp_path, models("owlv2"), threshold=0.3).threshold() == 0.3
+    assert detector(tmp_path, tiny_model("owlv2"), threshold=0.3).threshold() == 0.3
 
 
 # -- identity, settings, errors ------------------------------------------------------------------------------
 
 
-def test_identity_is_cheap_stable_and_follows_settings(models: Callable[[str], Path], tmp_path: Path) -> None:
-    folder = models("rt_detr")
+def test_identity_is_cheap_stable_and_follows_settings(
+    tiny_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    folder = tiny_model("rt_detr")
     analyzer = detector(tmp_path, folder)
     before = analyzer.fingerprint()
     assert analyzer.input_size == 64  # from the model's preprocessor_config.json, without loading it
@@ -375,8 +325,10 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
         analyzer.load(CPU)
 
 
-def test_model_that_does_not_detect_is_a_clear_error(models: Callable[[str], Path], tmp_path: Path) -> None:
-    analyzer = detector(tmp_path, models("blip"))
+def test_model_that_does_not_detect_is_a_clear_error(
+    tiny_model: Callable[[str], Path], tmp_path: Path
+) -> None:
+    analyzer = detector(tmp_path, tiny_model("blip"))
     with pytest.raises(ModelUnavailableError, match="not an object-detection model"):
         analyzer.load(CPU)
 
@@ -428,15 +380,10 @@ def test_display_name() -> None:
 
 
 def test_pipeline_writes_regions_to_the_json_sidecar(
-    models: Callable[[str], Path], photos: Path, tmp_path: Path
+    tiny_model: Callable[[str], Path], photos: Path, tmp_path: Path
 ) -> None:
-    plugins = {"detect": {"model": str(models("rt_detr")), "threshold": 0.0, "max_boxes": 4}}
-    config = config_with(tmp_path, plugins, batch_size=4, device="cpu")
-    pm, _ = get_plugin_manager({"PHOTOTAG_PLUGINS": "detect,sidecar"})
-    paths = sorted(p for p in photos.iterdir() if p.suffix in (".jpg", ".png"))
-    with Pipeline.from_config(config, pm) as pipeline:
-        summary = pipeline.run(paths)
-        pipeline.state.close()
+    plugins = {"detect": {"model": str(tiny_model("rt_detr")), "threshold": 0.0, "max_boxes": 4}}
+    (summary,) = scan(tmp_path, plugins, "detect,sidecar", photos)
     assert summary.tagged == 6 and summary.failed == 0, summary.failures
     doc = json.loads(sidecar_path(photos / "motorcycle.jpg").read_text(encoding="utf-8"))
     run_doc = doc["analyzers"]["detect"]

@@ -5,23 +5,22 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
 from phototag.cli import main
-from tiny_models import build_tiny_blip_caption, build_tiny_blip_vqa, build_tiny_clip, build_tiny_owlvit
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("tiny-models")
+def tiny(tiny_model: Callable[[str], Path]) -> dict[str, Path]:
     return {
-        "clip": build_tiny_clip(root / "clip"),
-        "blip": build_tiny_blip_caption(root / "blip"),
-        "vqa": build_tiny_blip_vqa(root / "vqa"),
-        "owl": build_tiny_owlvit(root / "owl"),
+        "clip": tiny_model("clip"),
+        "blip": tiny_model("blip"),
+        "vqa": tiny_model("blip_vqa"),
+        "owl": tiny_model("owlvit"),
     }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,19 +30,19 @@ from phototag.hf.loading import (
 )
 from phototag.models import shared_pool
 from phototag.types import Device, ModelInfo
-from tiny_models import build_tiny_clip, build_tiny_vit_classifier
+from tiny_models import build_tiny_vit_classifier
 
 CPU = Device("cpu")
 
 
 @pytest.fixture(scope="session")
-def tiny_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_clip(tmp_path_factory.mktemp("models") / "clip")
+def tiny_clip(tiny_model: Callable[[str], Path]) -> Path:
+    return tiny_model("clip")
 
 
 @pytest.fixture(scope="session")
-def tiny_vit(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_vit_classifier(tmp_path_factory.mktemp("models") / "vit")
+def tiny_vit(tiny_model: Callable[[str], Path]) -> Path:
+    return tiny_model("vit")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,6 @@ from phototag.pipeline import Pipeline
 from phototag.plugins import search as search_plugin
 from phototag.plugins.search import find_embedder, rank_by_vector
 from phototag.state import StateDB
-from tiny_models import build_tiny_clip, build_tiny_dinov2
 
 QUERIES = ["a dog on a beach", "a cat", "coffee", "a rocket launch", "an astronaut", "a motorcycle"]
 
@@ -61,9 +61,8 @@ def test_find_embedder_needs_exactly_one() -> None:
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("models")
-    return {"clip": build_tiny_clip(root / "clip"), "dinov2": build_tiny_dinov2(root / "dinov2")}
+def tiny(tiny_model: Callable[[str], Path]) -> dict[str, Path]:
+    return {"clip": tiny_model("clip"), "dinov2": tiny_model("dinov2")}
 
 
 class EmbedPlugin:
@@ -83,15 +82,19 @@ def plugin_manager() -> pluggy.PluginManager:
     return pm
 
 
+def embed_config(tmp_path: Path, model: Path) -> Path:
+    """A config file: the state DB in ``tmp_path``, ``model`` as the embed model."""
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(
+        yaml.safe_dump({"state_db": str(tmp_path / "state.db"), "plugins": {"embed": {"model": str(model)}}})
+    )
+    return config_file
+
+
 @pytest.fixture
 def scanned(tiny: dict[str, Path], photos: Path, tmp_path: Path) -> tuple[Path, Path]:
     """A config file with the tiny CLIP as embed model, and the sample photos scanned with it."""
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
-            {"state_db": str(tmp_path / "state.db"), "plugins": {"embed": {"model": str(tiny["clip"])}}}
-        )
-    )
+    config_file = embed_config(tmp_path, tiny["clip"])
     scan(config_file, photos)
     return config_file, photos
 
@@ -177,12 +180,7 @@ def test_unscanned_photo_is_embedded_on_the_fly(scanned: tuple[Path, Path], tmp_
 def test_text_search_with_an_image_only_model_is_a_clear_error(
     tiny: dict[str, Path], photos: Path, tmp_path: Path
 ) -> None:
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
-            {"state_db": str(tmp_path / "state.db"), "plugins": {"embed": {"model": str(tiny["dinov2"])}}}
-        )
-    )
+    config_file = embed_config(tmp_path, tiny["dinov2"])
     scan(config_file, photos)
     result = run(config_file, "search", "a dog")
     assert isinstance(result.exception, ConfigError)
@@ -192,12 +190,7 @@ def test_text_search_with_an_image_only_model_is_a_clear_error(
 
 
 def test_search_before_any_scan_says_what_to_do(tiny: dict[str, Path], tmp_path: Path) -> None:
-    config_file = tmp_path / "config.yaml"
-    config_file.write_text(
-        yaml.safe_dump(
-            {"state_db": str(tmp_path / "state.db"), "plugins": {"embed": {"model": str(tiny["clip"])}}}
-        )
-    )
+    config_file = embed_config(tmp_path, tiny["clip"])
     result = run(config_file, "search", "a dog")
     assert isinstance(result.exception, PhototagError) and "run `phototag scan` first" in str(
         result.exception
@@ -214,16 +207,13 @@ def test_end_to_end_through_the_phototag_command(
     from phototag.cli import main
 
     monkeypatch.setenv("PHOTOTAG_PLUGINS", "embed,search")
-    config_file = tmp_path / "config.yaml"
-    settings = {"state_db": str(tmp_path / "state.db"), "plugins": {"embed": {"model": str(tiny["clip"])}}}
-    config_file.write_text(yaml.safe_dump(settings))
+    config_file = embed_config(tmp_path, tiny["clip"])
     assert main(["-q", "-c", str(config_file), "scan", str(photos)]) == 0
     capsys.readouterr()
     assert main(["-q", "-c", str(config_file), "similar", str(photos / "astronaut.jpg"), "--json"]) == 0
     hits = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert Path(hits[0]["path"]).name == "astronaut.jpg" and len(hits) == 6
-    settings["plugins"]["embed"]["model"] = str(tiny["dinov2"])
-    config_file.write_text(yaml.safe_dump(settings))
+    embed_config(tmp_path, tiny["dinov2"])  # the same file, now an image-only model
     assert main(["-q", "-c", str(config_file), "scan", str(photos)]) == 0
     capsys.readouterr()
     assert main(["-q", "-c", str(config_file), "search", "a dog"]) == 2  # a configuration problem

@@ -8,16 +8,55 @@ input-dependent.
 Tokenizers cannot be downloaded either: :func:`tiny_clip_tokenizer` builds a real byte-level BPE tokenizer
 with a character vocabulary, so that different texts give different token ids and different text embeddings.
 
-Each builder is ``build_tiny_<name>(folder) -> folder``. Engineers append builders for their own models; do
-not rewrite the existing ones (other tests depend on their exact shapes).
+Each builder is ``build_tiny_<name>(folder) -> folder``. Engineers append builders for their own models (and
+name them in :data:`BUILDERS`); do not change what the existing ones build (other tests depend on their exact
+shapes). Tests get a model with the session fixture ``tiny_model(name)`` (``tests/conftest.py``), which builds
+each one once per session, on first use.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+
+# The size of every tiny transformer (text towers, vision towers, ViT encoders): two layers of width 32.
+TOWER: dict[str, Any] = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+}
+
+
+def vision_tower(image_size: Any = 32, **extra: Any) -> dict[str, Any]:
+    """A tiny ViT-style vision config (patch 8): 32 px images make a 4x4 patch grid."""
+    return {**TOWER, "image_size": image_size, "patch_size": 8, **extra}
+
+
+def clip_text_tower(tokenizer: Any, max_positions: int, **extra: Any) -> dict[str, Any]:
+    """A tiny CLIP-style text config for :func:`tiny_clip_tokenizer`: pads with, and pools on, end-of-text."""
+    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    return {
+        **TOWER,
+        "vocab_size": len(tokenizer),
+        "max_position_embeddings": max_positions,
+        "eos_token_id": eos,
+        "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"),
+        "pad_token_id": eos,
+        **extra,
+    }
+
+
+def _save(folder: Path, *parts: Any) -> Path:
+    """``save_pretrained`` every part (model, tokenizer, processors) into ``folder``; returns the folder."""
+    folder = Path(folder)
+    for part in parts:
+        part.save_pretrained(folder)
+    return folder
 
 
 def _bytes_to_unicode() -> dict[int, str]:
@@ -55,48 +94,22 @@ def tiny_clip_tokenizer(model_max_length: int = 32) -> Any:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def _save_tokenizer_and_images(folder: Path, tokenizer: Any, image_processor: Any) -> None:
-    tokenizer.save_pretrained(folder)
-    image_processor.save_pretrained(folder)
-
-
 def build_tiny_clip(folder: Path, *, projection_dim: int = 16, image_size: int = 32, seed: int = 0) -> Path:
     """A tiny CLIP (2-layer towers, 32 px images, patch 8) with its tokenizer and image processor."""
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
-    folder = Path(folder)
     tokenizer = tiny_clip_tokenizer()
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
     config = CLIPConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 32,
-            "eos_token_id": eos,
-            "bos_token_id": bos,
-            "pad_token_id": eos,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": 8,
-        },
+        text_config=clip_text_tower(tokenizer, 32),
+        vision_config=vision_tower(image_size),
         projection_dim=projection_dim,
     )
     torch.manual_seed(seed)
-    CLIPModel(config).save_pretrained(folder)
+    model = CLIPModel(config)
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
-    _save_tokenizer_and_images(folder, tokenizer, image_processor)
-    return folder
+    return _save(folder, model, tokenizer, image_processor)
 
 
 def build_tiny_siglip(folder: Path, *, image_size: int = 32, seed: int = 0) -> Path:
@@ -108,31 +121,8 @@ def build_tiny_siglip(folder: Path, *, image_size: int = 32, seed: int = 0) -> P
     """
     from transformers import SiglipConfig, SiglipImageProcessorPil, SiglipModel
 
-    folder = Path(folder)
     tokenizer = tiny_clip_tokenizer(model_max_length=16)
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
-    bos = tokenizer.convert_tokens_to_ids("<|startoftext|>")
-    config = SiglipConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "max_position_embeddings": 16,
-            "eos_token_id": eos,
-            "bos_token_id": bos,
-            "pad_token_id": eos,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 64,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 2,
-            "image_size": image_size,
-            "patch_size": 8,
-        },
-    )
+    config = SiglipConfig(text_config=clip_text_tower(tokenizer, 16), vision_config=vision_tower(image_size))
     torch.manual_seed(seed)
     model = SiglipModel(config)
     # Random init leaves scale 0 and bias 0, i.e. every sigmoid score 0.5; real checkpoints learn about
@@ -140,31 +130,23 @@ def build_tiny_siglip(folder: Path, *, image_size: int = 32, seed: int = 0) -> P
     with torch.no_grad():
         model.logit_scale.fill_(float(torch.log(torch.tensor(30.0))))
         model.logit_bias.fill_(-3.0)
-    model.save_pretrained(folder)
     image_processor = SiglipImageProcessorPil(size={"height": image_size, "width": image_size})
-    _save_tokenizer_and_images(folder, tokenizer, image_processor)
-    return folder
+    return _save(folder, model, tokenizer, image_processor)
 
 
 def build_tiny_dinov2(folder: Path, *, image_size: int = 32, seed: int = 0) -> Path:
     """A tiny DINOv2 image encoder (no text tower) with its image processor."""
     from transformers import BitImageProcessorPil, Dinov2Config, Dinov2Model
 
-    folder = Path(folder)
-    config = Dinov2Config(
-        hidden_size=32,
-        mlp_ratio=2,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=image_size,
-        patch_size=8,
-    )
+    tower = vision_tower(image_size)
+    del tower["intermediate_size"]  # DINOv2 sizes its MLP by a ratio instead: 2 x 32 = 64
+    config = Dinov2Config(mlp_ratio=2, **tower)
     torch.manual_seed(seed)
-    Dinov2Model(config).save_pretrained(folder)
-    BitImageProcessorPil(
+    model = Dinov2Model(config)
+    image_processor = BitImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
-    ).save_pretrained(folder)
-    return folder
+    )
+    return _save(folder, model, image_processor)
 
 
 def build_tiny_vit_classifier(
@@ -175,21 +157,14 @@ def build_tiny_vit_classifier(
     """A tiny fixed-label ViT image classifier whose ``id2label`` is ``labels``."""
     from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessorPil
 
-    folder = Path(folder)
     config = ViTConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
+        **vision_tower(),
         id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)},
     )
     torch.manual_seed(seed)
-    ViTForImageClassification(config).save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    model = ViTForImageClassification(config)
+    return _save(folder, model, ViTImageProcessorPil(size={"height": 32, "width": 32}))
 
 
 # -- captioning, VQA and detection models (caption / vqa / detect backends) ----------------------------------
@@ -249,15 +224,11 @@ def _blip_config(tokenizer: Any, init: float) -> Any:
     ids = tokenizer.convert_tokens_to_ids
     return BlipConfig(
         text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 64, "initializer_range": init,
+            **TOWER, "vocab_size": len(tokenizer), "max_position_embeddings": 64, "initializer_range": init,
             "bos_token_id": ids("[DEC]"), "pad_token_id": ids("[PAD]"), "sep_token_id": ids("[SEP]"),
             "eos_token_id": ids("[SEP]"),
         },
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": 32, "patch_size": 8, "initializer_range": init,
-        },
+        vision_config=vision_tower(initializer_range=init),
         projection_dim=16,
         image_text_hidden_size=16,
     )  # fmt: skip
@@ -277,9 +248,9 @@ def _build_tiny_blip(folder: Path, head: str, seed: int, init: float) -> Path:
         # the end is a word of the decoded text
         never = tokenizer.convert_tokens_to_ids(["[PAD]", "[UNK]", "[CLS]", "[MASK]", "[DEC]"])
         model.text_decoder.cls.predictions.bias[never] = -1e4
-    model.save_pretrained(folder)
-    BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer).save_pretrained(folder)
-    return folder
+    return _save(
+        folder, model, BlipProcessor(BlipImageProcessorPil(size={"height": 32, "width": 32}), tokenizer)
+    )
 
 
 def build_tiny_blip_caption(folder: Path, *, seed: int = 2, init: float = 0.1) -> Path:
@@ -303,13 +274,9 @@ def build_tiny_vit_gpt2(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
         ViTImageProcessorPil,
     )
 
-    folder = Path(folder)
     tokenizer = tiny_word_tokenizer(("<|endoftext|>",), eos="<|endoftext|>", bos="<|endoftext|>")
     eos = tokenizer.eos_token_id
-    encoder = ViTConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=32,
-        patch_size=8, initializer_range=init,
-    )  # fmt: skip
+    encoder = ViTConfig(**vision_tower(initializer_range=init))
     decoder = GPT2Config(
         vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=64, add_cross_attention=True,
         is_decoder=True, bos_token_id=eos, eos_token_id=eos, initializer_range=init,
@@ -321,10 +288,7 @@ def build_tiny_vit_gpt2(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
     generation = model.generation_config
     generation.decoder_start_token_id = generation.pad_token_id = generation.eos_token_id = eos
     generation.suppress_tokens = _never_said(tokenizer)
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    ViTImageProcessorPil(size={"height": 32, "width": 32}).save_pretrained(folder)
-    return folder
+    return _save(folder, model, tokenizer, ViTImageProcessorPil(size={"height": 32, "width": 32}))
 
 
 # A chat template of the usual shape: the image placeholder, the user's text, then the assistant's turn.
@@ -345,7 +309,6 @@ def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
         Idefics3Processor,
     )
 
-    folder = Path(folder)
     image_tokens = ("<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>")
     grid = tuple(f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6))
     tokenizer = tiny_word_tokenizer(
@@ -354,13 +317,9 @@ def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
     tokenizer.add_special_tokens({"additional_special_tokens": [*image_tokens, *grid]})
     ids = tokenizer.convert_tokens_to_ids
     config = Idefics3Config(
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": 32, "patch_size": 8, "initializer_range": init,
-        },
+        vision_config=vision_tower(initializer_range=init),
         text_config={
-            "model_type": "llama", "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64,
-            "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+            **TOWER, "model_type": "llama", "vocab_size": len(tokenizer), "num_key_value_heads": 2,
             "max_position_embeddings": 256, "initializer_range": init, "pad_token_id": ids("<pad>"),
             "bos_token_id": ids("<s>"), "eos_token_id": ids("<end_of_utterance>"),
         },
@@ -374,17 +333,16 @@ def build_tiny_idefics3(folder: Path, *, seed: int = 0, init: float = 0.3) -> Pa
     generation.pad_token_id, generation.bos_token_id = ids("<pad>"), ids("<s>")
     generation.eos_token_id = ids("<end_of_utterance>")
     generation.suppress_tokens = _never_said(tokenizer)
-    model.save_pretrained(folder)
     # Like SmolVLM: the photo is resized (longest edge 96) and split into 32 px tiles plus a global view, so
     # photos of different shapes take different numbers of image tokens (and a batch needs padding).
     image_processor = Idefics3ImageProcessorPil(
         size={"longest_edge": 96}, max_image_size={"longest_edge": 32}, do_image_splitting=True
     )
     # (32 / 8)^2 patches, pixel-shuffled by scale_factor 2 -> 4 image tokens per tile
-    Idefics3Processor(
+    processor = Idefics3Processor(
         image_processor, tokenizer, image_seq_len=4, chat_template=TINY_CHAT_TEMPLATE
-    ).save_pretrained(folder)
-    return folder
+    )
+    return _save(folder, model, processor)
 
 
 DETECT_LABELS = ("cat", "motorcycle", "person", "N/A", "cup")
@@ -402,7 +360,6 @@ def build_tiny_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
     """A tiny DETR with a transformers ResNet backbone (``use_timm_backbone=False``: no timm/torchvision)."""
     from transformers import DetrConfig, DetrForObjectDetection, DetrImageProcessorPil, ResNetConfig
 
-    folder = Path(folder)
     backbone = ResNetConfig(
         embedding_size=8, hidden_sizes=[8, 16, 16, 32], depths=[1, 1, 1, 1], out_features=["stage4"]
     )
@@ -412,9 +369,8 @@ def build_tiny_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
         num_queries=12, init_std=init, **_detect_label_maps(),
     )  # fmt: skip
     torch.manual_seed(seed)
-    DetrForObjectDetection(config).save_pretrained(folder)
-    DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}).save_pretrained(folder)
-    return folder
+    model = DetrForObjectDetection(config)
+    return _save(folder, model, DetrImageProcessorPil(size={"shortest_edge": 64, "longest_edge": 96}))
 
 
 def build_tiny_rt_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
@@ -426,7 +382,6 @@ def build_tiny_rt_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Pat
         RTDetrResNetConfig,
     )
 
-    folder = Path(folder)
     backbone = RTDetrResNetConfig(
         embedding_size=8,
         hidden_sizes=[8, 16, 16, 32],
@@ -441,46 +396,32 @@ def build_tiny_rt_detr(folder: Path, *, seed: int = 1, init: float = 0.3) -> Pat
         initializer_range=init, **_detect_label_maps(),
     )  # fmt: skip
     torch.manual_seed(seed)
-    RTDetrForObjectDetection(config).save_pretrained(folder)
-    RTDetrImageProcessorPil(size={"height": 64, "width": 64}).save_pretrained(folder)
-    return folder
+    model = RTDetrForObjectDetection(config)
+    return _save(folder, model, RTDetrImageProcessorPil(size={"height": 64, "width": 64}))
 
 
 def build_tiny_yolos(folder: Path, *, seed: int = 1, init: float = 0.3) -> Path:
     """A tiny YOLOS (ViT with 12 detection tokens)."""
     from transformers import YolosConfig, YolosForObjectDetection, YolosImageProcessorPil
 
-    folder = Path(folder)
     config = YolosConfig(
-        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=[32, 32],
-        patch_size=8, num_detection_tokens=12, initializer_range=init, **_detect_label_maps(),
-    )  # fmt: skip
+        **vision_tower([32, 32]), num_detection_tokens=12, initializer_range=init, **_detect_label_maps()
+    )
     torch.manual_seed(seed)
-    YolosForObjectDetection(config).save_pretrained(folder)
-    YolosImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}).save_pretrained(folder)
-    return folder
+    model = YolosForObjectDetection(config)
+    return _save(folder, model, YolosImageProcessorPil(size={"shortest_edge": 32, "longest_edge": 64}))
 
 
 def _build_tiny_owl(folder: Path, version: int, seed: int, init: float) -> Path:
     import transformers
 
-    folder = Path(folder)
     prefix = "Owlv2" if version == 2 else "OwlViT"
     tokenizer = tiny_clip_tokenizer(model_max_length=16)
-    eos = tokenizer.convert_tokens_to_ids("<|endoftext|>")
     config = getattr(transformers, f"{prefix}Config")(
-        text_config={
-            "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
-            "num_attention_heads": 2, "max_position_embeddings": 16, "eos_token_id": eos,
-            "bos_token_id": tokenizer.convert_tokens_to_ids("<|startoftext|>"), "pad_token_id": eos,
-            "initializer_range": init,
-        },
-        vision_config={
-            "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-            "image_size": 32, "patch_size": 8, "initializer_range": init,
-        },
+        text_config=clip_text_tower(tokenizer, 16, initializer_range=init),
+        vision_config=vision_tower(initializer_range=init),
         projection_dim=32,  # the class head compares image features (vision width) with text embeddings
-    )  # fmt: skip
+    )
     torch.manual_seed(seed)
     model = getattr(transformers, f"{prefix}ForObjectDetection")(config)
     with torch.no_grad():
@@ -488,17 +429,16 @@ def _build_tiny_owl(folder: Path, version: int, seed: int, init: float) -> Path:
         # each patch its prior box (OWL's box bias: a box around the patch) moved a little by the image.
         model.box_head.dense2.weight.mul_(0.02)
         model.box_head.dense2.bias.zero_()
-    model.save_pretrained(folder)
     if version == 2:
         image_processor = transformers.Owlv2ImageProcessorPil(size={"height": 32, "width": 32})
     else:
         image_processor = transformers.OwlViTImageProcessorPil(
             size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}
         )
-    getattr(transformers, f"{prefix}Processor")(
+    processor = getattr(transformers, f"{prefix}Processor")(
         image_processor=image_processor, tokenizer=tokenizer
-    ).save_pretrained(folder)
-    return folder
+    )
+    return _save(folder, model, processor)
 
 
 def build_tiny_owlvit(folder: Path, *, seed: int = 0, init: float = 0.05) -> Path:
@@ -509,3 +449,38 @@ def build_tiny_owlvit(folder: Path, *, seed: int = 0, init: float = 0.05) -> Pat
 def build_tiny_owlv2(folder: Path, *, seed: int = 0, init: float = 0.05) -> Path:
     """A tiny OWLv2 open-vocabulary detector (pads images to a square, unlike OWL-ViT)."""
     return _build_tiny_owl(folder, 2, seed, init)
+
+
+# -- every builder by name, built once ------------------------------------------------------------------------
+
+BUILDERS: dict[str, Callable[[Path], Path]] = {
+    "clip": build_tiny_clip,
+    "siglip": build_tiny_siglip,
+    "dinov2": build_tiny_dinov2,
+    "vit": build_tiny_vit_classifier,
+    "blip": build_tiny_blip_caption,
+    "blip_vqa": build_tiny_blip_vqa,
+    "vit_gpt2": build_tiny_vit_gpt2,
+    "idefics3": build_tiny_idefics3,
+    "detr": build_tiny_detr,
+    "detr_na": partial(build_tiny_detr, seed=2),  # this seed labels every box "N/A" (COCO's unused ids)
+    "rt_detr": build_tiny_rt_detr,
+    "yolos": build_tiny_yolos,
+    "owlvit": build_tiny_owlvit,
+    "owlv2": build_tiny_owlv2,
+}
+"""The tiny models tests ask for by name (``tiny_model("clip")``)."""
+
+
+class TinyModels:
+    """``TinyModels(root)(name)`` -> the folder of :data:`BUILDERS` ``[name]`` under ``root``, built on the first
+    call and reused after. Tests must not change these folders: copy one to damage it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._built: dict[str, Path] = {}
+
+    def __call__(self, name: str) -> Path:
+        if name not in self._built:
+            self._built[name] = BUILDERS[name](self.root / name)
+        return self._built[name]

@@ -12,9 +12,8 @@ from pydantic import Field
 
 from ..config import Config, PluginSettings
 from ..errors import PhototagError
-from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Task
-from .generation import GenerateOptions, TextGenerator, cpu_float32, input_size_for, settings_fingerprint
-from .loading import LazySource, model_info
+from ..types import Analysis, DecodedImage, Task
+from .generation import GenerateOptions, GeneratorAnalyzer, TextGenerator
 
 DEFAULT_MODEL = "Salesforce/blip-image-captioning-base"
 CHAT_PROMPT = "Describe this photo in one sentence."
@@ -49,49 +48,19 @@ class CaptionSettings(PluginSettings):
     (384 for BLIP), or 384 when that cannot be read."""
 
 
-class HFCaptioner:
+class HFCaptioner(GeneratorAnalyzer[CaptionSettings]):
     """``caption`` analyzer on a transformers model. Construction is cheap; :meth:`load` loads the model."""
 
     Settings = CaptionSettings
     task: Task = "caption"
-    needs = Needs(min_ram_mb=2048, min_vram_mb=1024)
+    fingerprint_kind = "hf-caption"
 
     def __init__(self, name: str, settings: CaptionSettings, config: Config) -> None:
-        self.name = name
-        self.settings = settings
-        self.config = config
-        self._source = LazySource(settings.model, settings.revision)
-        self._generator: TextGenerator | None = None
+        super().__init__(name, settings, config)
         self._prompt = ""
 
-    @property
-    def input_size(self) -> int:
-        return input_size_for(self.settings, self._source, default=384)
-
-    def model_info(self) -> ModelInfo:
-        source = self._source.peek()
-        return (
-            model_info(source)
-            if source is not None
-            else ModelInfo(self.settings.model, self.settings.revision or "")
-        )
-
-    def fingerprint(self) -> str:
-        return settings_fingerprint("hf-caption", self.settings, self._source)
-
-    def load(self, device: Device) -> None:
-        """Find the model (raises ModelUnavailableError naming it), load it on ``device`` (float32 on CPU)."""
-        if self._generator is not None:
-            return
-        generator = TextGenerator.load(
-            self._source.get(), cpu_float32(device), use_chat_template=self.settings.chat_template
-        )
-        try:
-            self._prompt = self._resolve_prompt(generator)
-        except Exception:
-            generator.release()
-            raise
-        self._generator = generator
+    def _accept(self, generator: TextGenerator) -> None:
+        self._prompt = self._resolve_prompt(generator)
 
     def _resolve_prompt(self, generator: TextGenerator) -> str:
         prompt = self.settings.prompt
@@ -110,7 +79,7 @@ class HFCaptioner:
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
         """One caption per image, all images in one batched ``generate`` call."""
-        generator = self._require()
+        generator = self._loaded_generator()
         options = GenerateOptions(
             max_new_tokens=self.settings.max_new_tokens,
             num_beams=self.settings.num_beams,
@@ -118,16 +87,3 @@ class HFCaptioner:
         )
         texts = generator.generate([d.image for d in images], [self._prompt] * len(images), options)
         return [Analysis(caption=g.text or None) for g in texts]
-
-    def unload(self) -> None:
-        if self._generator is not None:
-            self._generator.release()
-            self._generator = None
-
-    def _require(self) -> TextGenerator:
-        if self._generator is None:
-            raise PhototagError(f"analyzer {self.name}: analyze() called before load()")
-        return self._generator
-
-    def __repr__(self) -> str:
-        return f"HFCaptioner(name={self.name!r}, model={self.settings.model!r})"

@@ -36,19 +36,10 @@ from pydantic import Field
 
 from ..config import Config, PluginSettings
 from ..errors import ConfigError
-from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Tag, Task, fingerprint_of
+from ..types import Analysis, DecodedImage, Device, Tag, Task, fingerprint_of
+from .base import HFAnalyzer
 from .embed import is_dual_encoder, normalise, pixel_values, pooled, text_features
-from .loading import (
-    LazySource,
-    ModelSource,
-    load_config,
-    load_model,
-    load_processor,
-    model_info,
-    processor_input_size,
-    release_model,
-    torch_dtype,
-)
+from .loading import ModelSource, load_config, load_model, load_processor, release_model, torch_dtype
 from .vocabulary import DEFAULT_TEMPLATES, Label, Vocabulary, load_vocabulary
 
 if TYPE_CHECKING:
@@ -88,22 +79,20 @@ def clear_text_cache() -> None:
         _text_cache.clear()
 
 
-class HFClassifier:
+class HFClassifier(HFAnalyzer[HFClassifierSettings]):
     """``task: classify`` on a transformers model; see the module docstring for modes and settings."""
 
     Settings = HFClassifierSettings
     task: Task = "classify"
+    fingerprint_kind = "hf-classify"
+    info_names_revision = False
 
     def __init__(self, name: str, settings: HFClassifierSettings, config: Config) -> None:
-        self.name = name
-        self.settings = settings
-        self.config = config
-        self.needs = Needs(min_ram_mb=1024, min_vram_mb=1024)
+        super().__init__(name, settings, config)
         # Read now: a bad vocabulary file is a configuration error at startup, not a failure per photo.
         self.vocabulary: Vocabulary = load_vocabulary(settings.vocabulary)
         self.texts_encoded = 0
         """How many texts this instance ran through the text tower (0 when the cache served them)."""
-        self._source = LazySource(settings.model, settings.revision)
         self._lock = threading.Lock()
         self._model: Any = None
         self._auto_class: Any = None
@@ -117,18 +106,12 @@ class HFClassifier:
     # -- identity ------------------------------------------------------------------------------------------
 
     @property
-    def input_size(self) -> int:
-        return processor_input_size(self._source.peek())
-
-    @property
     def templates(self) -> tuple[str, ...]:
         return self.settings.templates or self.vocabulary.templates or DEFAULT_TEMPLATES
 
-    def model_info(self) -> ModelInfo:
-        source = self._source.peek()
-        return model_info(source) if source is not None else ModelInfo(self.settings.model)
-
     def fingerprint(self) -> str:
+        """The model, its mode, the vocabulary (zero-shot, or when it places fixed labels) and the settings that
+        change tags."""
         if self._fingerprint is not None:  # asked for every file: computed once the model is resolved
             return self._fingerprint
         s = self.settings
@@ -136,7 +119,15 @@ class HFClassifier:
         mode = self._peek_mode()
         vocab = self.vocabulary.digest() if mode != "fixed" or s.vocabulary is not None else ""
         fingerprint = fingerprint_of(
-            "hf-classify", s.model, revision, mode, vocab, self.templates, s.top_k, s.threshold, s.scoring
+            self.fingerprint_kind,
+            s.model,
+            revision,
+            mode,
+            vocab,
+            self.templates,
+            s.top_k,
+            s.threshold,
+            s.scoring,
         )
         if revision != "unresolved":
             self._fingerprint = fingerprint

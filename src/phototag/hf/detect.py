@@ -26,17 +26,10 @@ from pydantic import Field, field_validator
 
 from ..config import Config, PluginSettings
 from ..errors import ConfigError, ModelUnavailableError, PhototagError
-from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Region, Tag, Task
-from .generation import cpu_float32, input_size_for, settings_fingerprint, to_device
-from .loading import (
-    LazySource,
-    ModelSource,
-    load_config,
-    load_model,
-    load_processor,
-    model_info,
-    release_model,
-)
+from ..types import Analysis, DecodedImage, Device, Region, Tag, Task
+from .base import HFAnalyzer, cpu_float32, settings_fingerprint
+from .generation import to_device
+from .loading import ModelSource, load_config, load_model, load_processor, release_model
 from .vocabulary import Label, Vocabulary, load_vocabulary
 
 if TYPE_CHECKING:
@@ -196,21 +189,19 @@ class _OutputView:
 # -- the analyzer --------------------------------------------------------------------------------------------
 
 
-class HFDetector:
+class HFDetector(HFAnalyzer[DetectSettings]):
     """``detect`` analyzer on a transformers model; see the module docstring."""
 
     Settings = DetectSettings
     task: Task = "detect"
-    needs = Needs(min_ram_mb=1024, min_vram_mb=1024)
+    fingerprint_kind = "hf-detect"
+    default_input_size = 640  # RT-DETR's
 
     def __init__(self, name: str, settings: DetectSettings, config: Config) -> None:
-        self.name = name
-        self.settings = settings
-        self.config = config
+        super().__init__(name, settings, config)
         # Read now: a bad vocabulary file is a configuration error at startup, not a failure per photo.
         self.vocabulary: Vocabulary = _read_vocabulary(name, settings.vocabulary, config)
         self._index = _vocabulary_index(self.vocabulary)
-        self._source = LazySource(settings.model, settings.revision)
         self._loaded: ModelSource | None = None
         self._device: Device | None = None
         self._auto_class: Any = None
@@ -223,20 +214,10 @@ class HFDetector:
 
     # -- identity ------------------------------------------------------------------------------------------
 
-    @property
-    def input_size(self) -> int:
-        return input_size_for(self.settings, self._source, default=640)
-
-    def model_info(self) -> ModelInfo:
-        source = self._source.peek()
-        return (
-            model_info(source)
-            if source is not None
-            else ModelInfo(self.settings.model, self.settings.revision or "")
-        )
-
     def fingerprint(self) -> str:
-        return settings_fingerprint(f"hf-detect:{self.vocabulary.digest()}", self.settings, self._source)
+        """Also keyed by the vocabulary's content: it names and places the labels."""
+        kind = f"{self.fingerprint_kind}:{self.vocabulary.digest()}"
+        return settings_fingerprint(kind, self.settings, self._source)
 
     @property
     def open_vocabulary(self) -> bool:
@@ -307,22 +288,19 @@ class HFDetector:
         """Boxes and tags for each image; the whole batch goes through the model at once."""
         import torch
 
-        if self._model is None or self._device is None:
-            raise PhototagError(f"analyzer {self.name}: analyze() called before load()")
+        model, device = self._require(self._model), self._require(self._device)
         if not images:
             return []
         pils = [d.image.convert("RGB") if d.image.mode != "RGB" else d.image for d in images]
         sizes = [(im.height, im.width) for im in pils]
         inputs = self._image_processor(images=pils, return_tensors="pt")
-        dtype = next(self._model.parameters()).dtype
-        inputs = to_device(inputs, self._device.torch_device, dtype)
+        dtype = next(model.parameters()).dtype
+        inputs = to_device(inputs, device.torch_device, dtype)
         with torch.inference_mode():
             if self._open:
-                logits, boxes = _open_vocabulary_forward(
-                    self._model, inputs["pixel_values"], self._query_embeds
-                )
+                logits, boxes = _open_vocabulary_forward(model, inputs["pixel_values"], self._query_embeds)
             else:
-                out = self._model(**inputs)
+                out = model(**inputs)
                 logits, boxes = out.logits, out.pred_boxes
         view = _OutputView(logits.float(), boxes.float())
         results = self._image_processor.post_process_object_detection(
@@ -390,9 +368,6 @@ class HFDetector:
                 labels.append(label)
                 texts.append(text)
         return labels, texts
-
-    def __repr__(self) -> str:
-        return f"HFDetector(name={self.name!r}, model={self.settings.model!r})"
 
 
 def _rounded(box: Box) -> Box:

@@ -20,17 +20,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Config, PluginSettings
 from ..errors import ConfigError
-from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Task, fingerprint_of
-from .loading import (
-    LazySource,
-    ModelSource,
-    load_config,
-    load_model,
-    load_processor,
-    model_info,
-    processor_input_size,
-    release_model,
-)
+from ..types import Analysis, DecodedImage, Device, Task, fingerprint_of
+from .base import HFAnalyzer
+from .loading import ModelSource, load_config, load_model, load_processor, release_model
 
 if TYPE_CHECKING:
     import torch
@@ -118,18 +110,16 @@ def text_features(
 # -- the analyzer -------------------------------------------------------------------------------------------
 
 
-class HFEmbedder:
+class HFEmbedder(HFAnalyzer[HFEmbedderSettings]):
     """``task: embed`` on a transformers model: one normalised image vector per photo, truly batched."""
 
     Settings = HFEmbedderSettings
     task: Task = "embed"
+    fingerprint_kind = "hf-embed"
+    info_names_revision = False
 
     def __init__(self, name: str, settings: HFEmbedderSettings, config: Config) -> None:
-        self.name = name
-        self.settings = settings
-        self.config = config
-        self.needs = Needs(min_ram_mb=1024, min_vram_mb=1024)
-        self._source = LazySource(settings.model, settings.revision)
+        super().__init__(name, settings, config)
         self._lock = threading.Lock()
         self._model: Any = None
         self._device: Device | None = None
@@ -140,19 +130,11 @@ class HFEmbedder:
 
     # -- identity ------------------------------------------------------------------------------------------
 
-    @property
-    def input_size(self) -> int:
-        return processor_input_size(self._source.peek())
-
-    def model_info(self) -> ModelInfo:
-        source = self._source.peek()
-        return model_info(source) if source is not None else ModelInfo(self.settings.model)
-
     def fingerprint(self) -> str:
         """Keys the stored embeddings: model id, revision and pooling; not the device or dtype, whose small
         numeric differences leave vectors comparable."""
         return fingerprint_of(
-            "hf-embed", self.settings.model, self._source.revision_or_unresolved, self._pooling()
+            self.fingerprint_kind, self.settings.model, self._source.revision_or_unresolved, self._pooling()
         )
 
     def kind(self) -> EmbedKind:

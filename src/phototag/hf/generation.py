@@ -11,28 +11,22 @@ image-to-text pipeline wants a text input). Three families, told apart by the mo
   prompt is a prefix the caption continues), Florence-2 (the prompt is a task token), and chat models such as
   SmolVLM/Idefics3 or LLaVA (the prompt is wrapped in the processor's chat template).
 
-This module also holds the small helpers the caption, VQA and detect analyzers share (moving inputs to a
-device, a settings fingerprint, the input size).
+:class:`GeneratorAnalyzer` is what the caption and VQA analyzers share: loading, checking and releasing their
+generator. :func:`to_device` (also used by detect) moves a processor's output to the model's device and dtype.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from ..config import Config
 from ..errors import ModelUnavailableError, PhototagError
-from ..types import Device, fingerprint_of
-from .loading import (
-    LazySource,
-    ModelSource,
-    load_config,
-    load_model,
-    load_processor,
-    processor_input_size,
-    release_model,
-)
+from ..types import Device, Needs
+from .base import HFAnalyzer, ModelSettings, cpu_float32
+from .loading import ModelSource, load_config, load_model, load_processor, release_model
 
 if TYPE_CHECKING:
     import torch
@@ -41,26 +35,7 @@ if TYPE_CHECKING:
 GenKind = Literal["blip_vqa", "vision_encoder_decoder", "image_text_to_text"]
 
 
-# -- helpers shared by the transformers analyzers ------------------------------------------------------------
-
-
-def cpu_float32(device: Device) -> Device:
-    """``device``, forced to float32 on the CPU: half precision there is slower and less accurate."""
-    return replace(device, dtype="float32") if device.kind == "cpu" else device
-
-
-def settings_fingerprint(kind: str, settings: Any, source: LazySource) -> str:
-    """A fingerprint of the resolved model revision and every setting that changes results (not ``enabled``
-    or ``device``). Cheap and never raises: ``source`` resolves once and remembers a failure."""
-    data = settings.model_dump(mode="json", exclude={"enabled", "device"})
-    return fingerprint_of(kind, data, source.revision_or_unresolved)
-
-
-def input_size_for(settings: Any, source: LazySource, default: int) -> int:
-    """``settings.input_size`` when set, else the size the model's image processor works at."""
-    if settings.input_size is not None:
-        return int(settings.input_size)
-    return processor_input_size(source.peek(), default=default)
+# -- helpers -------------------------------------------------------------------------------------------------
 
 
 def to_device(inputs: Mapping[str, Any], device: str, dtype: torch.dtype) -> dict[str, Any]:
@@ -326,3 +301,53 @@ class TextGenerator:
         valid = (~ended).float()
         mean = (token_lp * valid).sum(dim=1) / valid.sum(dim=1).clamp(min=1.0)
         return [math.exp(float(m)) for m in mean]
+
+
+# -- the analyzers on a generator ----------------------------------------------------------------------------
+
+
+class GeneratorSettings(ModelSettings, Protocol):
+    """The settings :class:`GeneratorAnalyzer` reads besides the model."""
+
+    @property
+    def chat_template(self) -> bool: ...
+
+
+GeneratorSettingsT = TypeVar("GeneratorSettingsT", bound=GeneratorSettings)
+
+
+class GeneratorAnalyzer(HFAnalyzer[GeneratorSettingsT]):
+    """An analyzer on a :class:`TextGenerator` (caption, VQA): :meth:`load` loads it (float32 on the CPU) and
+    hands it to :meth:`_accept`, which raises when the model cannot do the task; :meth:`unload` releases it."""
+
+    needs = Needs(min_ram_mb=2048, min_vram_mb=1024)
+    default_input_size = 384  # BLIP's
+
+    def __init__(self, name: str, settings: GeneratorSettingsT, config: Config) -> None:
+        super().__init__(name, settings, config)
+        self._generator: TextGenerator | None = None
+
+    def load(self, device: Device) -> None:
+        """Find the model (raises ModelUnavailableError naming it), load it on ``device`` (float32 on CPU)."""
+        if self._generator is not None:
+            return
+        generator = TextGenerator.load(
+            self._source.get(), cpu_float32(device), use_chat_template=self.settings.chat_template
+        )
+        try:
+            self._accept(generator)
+        except Exception:
+            generator.release()
+            raise
+        self._generator = generator
+
+    def _accept(self, generator: TextGenerator) -> None:
+        """Check the freshly loaded ``generator`` and prepare what ``analyze`` needs; raise to refuse it."""
+
+    def unload(self) -> None:
+        if self._generator is not None:
+            self._generator.release()
+            self._generator = None
+
+    def _loaded_generator(self) -> TextGenerator:
+        return self._require(self._generator)

@@ -22,19 +22,11 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Config, PluginSettings, Section
+from ..config import PluginSettings, Section
 from ..errors import PhototagError
 from ..plugins.xmp import xmp_field_problem
-from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Tag, Task
-from .generation import (
-    Generated,
-    GenerateOptions,
-    TextGenerator,
-    cpu_float32,
-    input_size_for,
-    settings_fingerprint,
-)
-from .loading import LazySource, model_info
+from ..types import Analysis, DecodedImage, Tag, Task
+from .generation import Generated, GenerateOptions, GeneratorAnalyzer, TextGenerator
 
 DEFAULT_MODEL = "Salesforce/blip-vqa-base"
 _WORD = re.compile(r"[\w']+")
@@ -148,51 +140,21 @@ class VQASettings(PluginSettings):
         return v
 
 
-class HFVQA:
+class HFVQA(GeneratorAnalyzer[VQASettings]):
     """``vqa`` analyzer on a transformers model. Construction is cheap; :meth:`load` loads the model."""
 
     Settings = VQASettings
     task: Task = "vqa"
-    needs = Needs(min_ram_mb=2048, min_vram_mb=1024)
+    fingerprint_kind = "hf-vqa"
 
-    def __init__(self, name: str, settings: VQASettings, config: Config) -> None:
-        self.name = name
-        self.settings = settings
-        self.config = config
-        self._source = LazySource(settings.model, settings.revision)
-        self._generator: TextGenerator | None = None
-
-    @property
-    def input_size(self) -> int:
-        return input_size_for(self.settings, self._source, default=384)
-
-    def model_info(self) -> ModelInfo:
-        source = self._source.peek()
-        return (
-            model_info(source)
-            if source is not None
-            else ModelInfo(self.settings.model, self.settings.revision or "")
-        )
-
-    def fingerprint(self) -> str:
-        return settings_fingerprint("hf-vqa", self.settings, self._source)
-
-    def load(self, device: Device) -> None:
-        """Find the model (raises ModelUnavailableError naming it), load it on ``device`` (float32 on CPU)."""
-        if self._generator is not None:
-            return
-        generator = TextGenerator.load(
-            self._source.get(), cpu_float32(device), use_chat_template=self.settings.chat_template
-        )
+    def _accept(self, generator: TextGenerator) -> None:
         problem = _cannot_answer(generator)
         if problem:
-            generator.release()
             raise PhototagError(f"plugins.{self.name}.model: {self.settings.model!r} {problem}")
-        self._generator = generator
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
         """Ask every question about every image, each question in batched ``generate`` calls."""
-        generator = self._require()
+        generator = self._loaded_generator()
         questions = self.settings.questions
         if not images or not questions:
             return [Analysis() for _ in images]
@@ -241,16 +203,6 @@ class HFVQA:
         if xmp:
             extra["xmp"] = xmp
         return Analysis(tags=tuple(tags), answers=fields, extra=extra)
-
-    def unload(self) -> None:
-        if self._generator is not None:
-            self._generator.release()
-            self._generator = None
-
-    def _require(self) -> TextGenerator:
-        if self._generator is None:
-            raise PhototagError(f"analyzer {self.name}: analyze() called before load()")
-        return self._generator
 
     def __repr__(self) -> str:
         n = len(self.settings.questions)
