@@ -15,18 +15,15 @@ Every write is one transaction, so a crash leaves the previous state or the new 
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from .errors import StateError
 from .serialize import run_from_dict, run_to_dict
+from .sqlitedb import SQLiteFile
 from .types import AnalyzerRun, Photo
 
 SCHEMA_VERSION = 1
@@ -73,56 +70,11 @@ class FileRecord:
     updated: float = 0.0
 
 
-class StateDB:
-    """One SQLite database, safe to share between the threads of one process (a lock serialises access)."""
+class StateDB(SQLiteFile):
+    """The state database; safe to share between the threads of one process."""
 
     def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path}: state database schema {version} is newer than this phototag understands "
-                    f"({SCHEMA_VERSION}); upgrade phototag or point state_db at another file"
-                )
-            self._db.executescript(SCHEMA)
-            self._db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        except (sqlite3.Error, OSError) as e:
-            raise StateError(
-                f"{self.path}: cannot open the state database ({e}); check state_db in the config"
-            ) from e
-        self._lock = threading.RLock()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> StateDB:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _query(self, sql: str, args: tuple[object, ...] = ()) -> list[tuple]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+        super().__init__(path, SCHEMA, "state database", SCHEMA_VERSION)
 
     # -- files ------------------------------------------------------------------------------------------------
 

@@ -22,15 +22,13 @@ import json
 import os
 import socket
 import sqlite3
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import StateError
+from ..sqlitedb import SQLiteFile
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watch_queue (
@@ -94,54 +92,15 @@ def default_owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{time.time():.0f}"
 
 
-class WorkQueue:
+class WorkQueue(SQLiteFile):
     """The queue. Safe to share between the threads of one process (a lock serialises the connection)."""
 
     def __init__(
         self, db_path: Path, *, owner: str | None = None, clock: Callable[[], float] = time.time
     ) -> None:
-        self.path = Path(db_path)
+        super().__init__(db_path, SCHEMA, "daemon's queue in the state database")
         self.owner = owner or default_owner()
         self._clock = clock
-        self._lock = threading.RLock()
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None, timeout=30)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=30000")
-            self._db.executescript(SCHEMA)
-        except (sqlite3.Error, OSError) as e:
-            raise StateError(
-                f"{self.path}: cannot open the daemon's queue in the state database ({e}); "
-                "check state_db in the config and that its folder is writable"
-            ) from e
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def __enter__(self) -> WorkQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                yield self._db
-                self._db.execute("COMMIT")
-            except BaseException:
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-                raise
-
-    def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
-        with self._lock:
-            return self._db.execute(sql, tuple(args)).fetchall()
 
     # -- adding and claiming --------------------------------------------------------------------------------
 
