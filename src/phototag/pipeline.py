@@ -113,6 +113,7 @@ class Pipeline:
         self.devices: dict[str, Device] = {}
         self._loaded: set[str] = set()
         self._broken: dict[str, str] = {}
+        self._fingerprints: dict[str, str] | None = None
         self._pool = ThreadPoolExecutor(
             max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
         )
@@ -146,8 +147,12 @@ class Pipeline:
 
     # -- public -------------------------------------------------------------------------------------------------
 
-    def fingerprints(self) -> dict[str, str]:
-        return {a.name: a.fingerprint() for a in self.analyzers}
+    def fingerprints(self, refresh: bool = False) -> dict[str, str]:
+        """Every analyzer's fingerprint, computed once per batch (some cost a package-metadata lookup, which
+        would otherwise dominate a stat-only re-scan)."""
+        if refresh or self._fingerprints is None:
+            self._fingerprints = {a.name: a.fingerprint() for a in self.analyzers}
+        return self._fingerprints
 
     def is_current(self, path: Path) -> bool:
         """Stat-only check: was ``path`` done with the current analyzers and is it unchanged since?"""
@@ -232,11 +237,11 @@ class Pipeline:
 
     def _prepare(self, paths: Sequence[Path], force: bool) -> list[_Item]:
         items = [_Item(Path(p)) for p in paths]
-        list(self._pool.map(lambda item: self._prepare_one(item, force), items))
+        fingerprints = self.fingerprints(refresh=True)
+        list(self._pool.map(lambda item: self._prepare_one(item, force, fingerprints), items))
         return items
 
-    def _prepare_one(self, item: _Item, force: bool) -> None:
-        fingerprints = self.fingerprints()
+    def _prepare_one(self, item: _Item, force: bool, fingerprints: dict[str, str]) -> None:
         try:
             st = item.path.stat()
             if not force and self.state.is_current(item.path, st.st_size, st.st_mtime_ns, fingerprints):
