@@ -1,0 +1,838 @@
+"""phototag throughput benchmark: decode, each analyzer, metadata writes, the whole pipeline vs a naive loop.
+
+    python bench/pipeline_bench.py [--images N] [--quick] [--repeats R] [--config FILE] [--set KEY=VALUE ...]
+                                   [--out bench/out/pipeline.json] [--tiny] [--tmp DIR] [--keep]
+
+Everything is measured in one run on the same freshly made 12-megapixel JPEGs; the figures that matter are the
+ratios between rows of one run (shared machines are noisy, absolute numbers drift between runs). Repeated
+timings report the best of R passes (interference from other processes only ever slows a pass down), per-image
+timings the median over images. What each row means is in ``bench/README.md``. Nothing here asserts on time;
+the only checks are that the pipeline tagged every photo and that a re-scan skipped every photo.
+
+The analyzers are those the effective configuration enables (``--config``, else ``$PHOTOTAG_CONFIG`` or the
+user's config file, then ``--set``), so a configuration with transformers models (hub ids or local folders)
+benchmarks those through the same code. ``--tiny`` swaps classify/embed/detect for tiny *randomly initialised*
+transformers models (``tests/tiny_models.py``): a check of the transformers code path, not a model speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import logging
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from phototag.config import Config, load_config, parse_overrides
+from phototag.errors import PhototagError
+from phototag.exiftool import Exiftool
+from phototag.files import hash_file, iter_photos, make_photo
+from phototag.hardware import apply_threads, choose_device, probe
+from phototag.images import decode, read_image
+from phototag.pipeline import Outcome, Pipeline
+from phototag.plugins.sidecar import sidecar_path as json_sidecar_path
+from phototag.plugins.xmp import XmpWriter, desired_from
+from phototag.samples import write_samples
+from phototag.serialize import result_to_dict
+from phototag.state import StateDB
+from phototag.types import Analysis, Analyzer, AnalyzerRun, DecodedImage, Photo, PhotoResult
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "pipeline.json"
+SIZE = (4000, 3000)  # 12 MP, 4:3 like most phone and compact-camera sensors
+QUALITY = 90
+# sigma of the luma noise, in 8-bit levels: upscaled photos are too smooth to compress like a camera's JPEGs
+GRAIN = 5.0
+MAKE = b"BenchCam"  # EXIF Make; copies patch it (same length) so that every copy has its own content hash
+
+_variants = itertools.count(1)
+
+
+@dataclass
+class Row:
+    """One line of the table. ``ratio`` compares with the row's baseline (see bench/README.md)."""
+
+    section: str
+    name: str
+    value: float
+    unit: str
+    ratio: float | None = None
+    note: str = ""
+
+
+class Report:
+    """Rows, printed as they come."""
+
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def add(
+        self, section: str, name: str, value: float, unit: str, ratio: float | None = None, note: str = ""
+    ) -> None:
+        row = Row(section, name, value, unit, ratio, note)
+        self.rows.append(row)
+        print(_format_row(row), flush=True)
+
+
+# -- helpers ------------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: float) -> str:
+    if value >= 100:
+        return f"{value:.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def _format_row(row: Row) -> str:
+    ratio = f"{row.ratio:.2f}x" if row.ratio is not None else ""
+    return f"  {row.name:<48} {_fmt(row.value):>8} {row.unit:<9} {ratio:>7}  {row.note}".rstrip()
+
+
+def _median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else float("nan")
+
+
+def _ms(values: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.0f}" for k, v in values.items())
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far: the whole machine's busy and steal time (/proc/stat), and this process's own
+    (children included: exiftool). The difference over the run is what other processes took."""
+    t = os.times()
+    out = {"own": t.user + t.system + t.children_user + t.children_system}
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return out
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    tick = os.sysconf("SC_CLK_TCK")
+    out["busy"] = (user + nice + system + irq + softirq) / tick
+    out["steal"] = steal / tick
+    return out
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _stat_photo(path: Path, content_hash: str) -> Photo:
+    """A Photo without hashing the file (for timings that must not include a hash)."""
+    st = path.stat()
+    return Photo(path, st.st_size, st.st_mtime_ns, content_hash)
+
+
+def copy_tree(files: Sequence[Path], folder: Path) -> list[Path]:
+    """Copies of ``files`` in ``folder`` whose bytes (EXIF Make only) differ from every other copy set, so that
+    no result cached by content hash (state DB, the shared EfficientNet runtime) is reused across scenarios."""
+    folder.mkdir(parents=True)
+    tag = f"Bench{next(_variants):03d}".encode()
+    assert len(tag) == len(MAKE)
+    out = []
+    for f in files:
+        data = f.read_bytes()
+        if MAKE not in data:
+            raise RuntimeError(f"{f}: no EXIF Make {MAKE!r} to patch")
+        dst = folder / f.name
+        dst.write_bytes(data.replace(MAKE, tag, 1))
+        out.append(dst)
+    return out
+
+
+def _target_size(w: int, h: int, min_side: int) -> tuple[int, int]:
+    """Shorter side ``min_side``, same aspect ratio, never upscaled (what phototag.images does)."""
+    short = min(w, h)
+    if min_side <= 0 or short <= min_side:
+        return (w, h)
+    s = min_side / short
+    return (min_side, max(1, round(h * s))) if w <= h else (max(1, round(w * s)), min_side)
+
+
+def full_decode(path: Path, min_side: int) -> Image.Image:
+    """The naive way: decode every pixel of the JPEG, convert to RGB, then scale down to the model size."""
+    with Image.open(path) as im:
+        im.load()
+        rgb = im.convert("RGB")
+    return rgb.resize(_target_size(*rgb.size, min_side), Image.Resampling.BICUBIC)
+
+
+def _fresh(images: Sequence[DecodedImage], tag: str) -> list[DecodedImage]:
+    """The same pixels under a new content hash: analyzers that cache results by content hash (the bundled
+    EfficientNet does, so that classify and embed share one forward pass) must really compute in every pass."""
+    return [replace(d, photo=replace(d.photo, content_hash=f"{d.photo.content_hash}-{tag}")) for d in images]
+
+
+def _model_id(analyzer: Analyzer) -> str:
+    try:
+        return analyzer.model_info().id
+    except Exception:
+        return "?"
+
+
+def _short(model: str) -> str:
+    return Path(model).name if os.sep in model else model
+
+
+# -- 1. test images -----------------------------------------------------------------------------------------------
+
+
+def make_photos(folder: Path, n: int) -> list[Path]:
+    """``n`` 12 MP JPEGs (quality 90, camera-like EXIF and grain) from the real sample photos.
+
+    Each is a slightly different crop, brightness, mirror and grain of one of the six samples, so every file
+    has its own content hash; files come out around 3 MB, like a phone's 12 MP JPEG.
+    """
+    samples = write_samples(folder / "samples")
+    out_dir = folder / "src"
+    out_dir.mkdir(parents=True)
+    rng = np.random.default_rng(12)
+    pad = 64
+    noise = rng.standard_normal((SIZE[1] + pad, SIZE[0] + pad), dtype=np.float32)
+    paths = []
+    for i in range(n):
+        src = samples[i % len(samples)]
+        with Image.open(src) as im:
+            rgb = im.convert("RGB")
+        w, h = rgb.size
+        size = SIZE if w >= h else SIZE[::-1]
+        # a random crop of 90-100% of the largest box with the target's aspect ratio
+        aspect = size[0] / size[1]
+        cw, ch = (w, w / aspect) if w / h < aspect else (h * aspect, h)
+        scale = rng.uniform(0.9, 1.0)
+        cw, ch = cw * scale, ch * scale
+        x0, y0 = rng.uniform(0, w - cw), rng.uniform(0, h - ch)
+        big = rgb.resize(size, Image.Resampling.BICUBIC, box=(x0, y0, x0 + cw, y0 + ch))
+        if (i // len(samples)) % 2:
+            big = big.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        arr = np.asarray(big, dtype=np.float32) * rng.uniform(0.92, 1.08)
+        dy, dx = (int(v) for v in rng.integers(0, pad, 2))
+        grid = noise if size == SIZE else noise.T
+        arr += grid[dy : dy + size[1], dx : dx + size[0], None] * GRAIN
+        photo = Image.fromarray(np.clip(arr + 0.5, 0, 255).astype(np.uint8))
+        exif = Image.Exif()
+        exif[0x010F] = MAKE.decode()  # Make
+        exif[0x0110] = "BC-12"  # Model
+        exif[0x0112] = 1  # Orientation
+        exif[0x0132] = f"2024:05:{1 + i % 28:02d} 12:{i % 60:02d}:00"  # DateTime
+        path = out_dir / f"{src.stem}-{i:03d}.jpg"
+        photo.save(path, "JPEG", quality=QUALITY, exif=exif)
+        paths.append(path)
+    return paths
+
+
+# -- 2. decode ----------------------------------------------------------------------------------------------------
+
+
+def bench_decode(
+    report: Report, config: Config, paths: Sequence[Path], sizes: Sequence[int]
+) -> dict[str, Any]:
+    """ms/image, median over images: full decode + resize against phototag's decode (JPEG draft mode)."""
+    full_decode(paths[0], sizes[0])  # warm-up: Pillow's plugin registry, libjpeg's tables
+    decode(_stat_photo(paths[0], "warm"), sizes[0], config.image)
+    out: dict[str, Any] = {}
+    for size in sizes:
+        full_ms, draft_ms = [], []
+        for p in paths:  # interleaved, so that a noisy moment hits both
+            t = time.perf_counter()
+            full_decode(p, size)
+            full_ms.append((time.perf_counter() - t) * 1000)
+            t = time.perf_counter()
+            decode(_stat_photo(p, "bench"), size, config.image)
+            draft_ms.append((time.perf_counter() - t) * 1000)
+        dw, dh = read_image(paths[0], size, config.image).decoded_size
+        full, draft = _median(full_ms), _median(draft_ms)
+        report.add("decode", f"full decode + resize, short side {size}", full, "ms/image", note="baseline")
+        report.add(
+            "decode",
+            f"phototag decode (draft), short side {size}",
+            draft,
+            "ms/image",
+            full / draft,
+            f"libjpeg decodes {dw}x{dh}, then resize",
+        )
+        out[str(size)] = {"full_ms": full, "draft_ms": draft, "decoded_size": [dw, dh]}
+    return out
+
+
+# -- 3. analyzers -------------------------------------------------------------------------------------------------
+
+
+def load_analyzers(report: Report, analyzers: Sequence[Analyzer], config: Config) -> dict[str, Any]:
+    """Load each analyzer on the device the pipeline would pick (cold: the first load in this process)."""
+    devices = {}
+    hardware = probe()
+    for a in analyzers:
+        preference = getattr(getattr(a, "settings", None), "device", None) or config.device
+        device = choose_device(a.needs, preference, hardware, dtype=config.dtype, threads=config.threads)
+        apply_threads(device)
+        t = time.perf_counter()
+        a.load(device)
+        seconds = time.perf_counter() - t
+        where = f"{device.torch_device} {device.dtype}, {device.threads} threads"
+        devices[a.name] = {"device": device.torch_device, "dtype": device.dtype, "threads": device.threads}
+        shared = " (model shared, already loaded)" if seconds < 0.005 else ""
+        report.add("load", f"{a.name}: load {_short(_model_id(a))}", seconds, "s", note=where + shared)
+    return devices
+
+
+def _timed_pass(
+    analyzer: Analyzer, images: Sequence[DecodedImage], batch: int, tag: str
+) -> tuple[float, list[Analysis]]:
+    images = _fresh(images, tag)
+    results: list[Analysis] = []
+    t = time.perf_counter()
+    for i in range(0, len(images), batch):
+        results += analyzer.analyze(images[i : i + batch])
+    return time.perf_counter() - t, results
+
+
+def bench_analyzers(
+    report: Report, analyzers: Sequence[Analyzer], images: Sequence[DecodedImage], batch: int, repeats: int
+) -> tuple[dict[str, Any], dict[str, list[Analysis]]]:
+    """images/s per analyzer at batch 1 and batch ``batch`` on pre-decoded images, after a warm-up."""
+    sizes = [1] if batch == 1 else [1, batch]
+    out: dict[str, Any] = {}
+    analyses: dict[str, list[Analysis]] = {}
+    n = len(images)
+    for a in analyzers:
+        for b in sizes:  # warm-up: first calls allocate, pick kernels, encode vocabularies
+            _timed_pass(a, images[:b], b, f"{a.name}-warm{b}")
+        times: dict[int, list[float]] = {b: [] for b in sizes}
+        for r in range(repeats):
+            for b in sizes:  # interleaved, so that a noisy moment does not hit one batch size only
+                seconds, analyses[a.name] = _timed_pass(a, images, b, f"{a.name}-b{b}r{r}")
+                times[b].append(seconds)
+        rates = {b: n / min(times[b]) for b in sizes}
+        label = f"{a.name} ({_short(_model_id(a))})"
+        report.add(
+            "analyze", f"{label} batch 1", rates[1], "images/s", note=f"{1000 / rates[1]:.0f} ms/image"
+        )
+        if batch != 1:
+            report.add(
+                "analyze",
+                f"{label} batch {batch}",
+                rates[batch],
+                "images/s",
+                rates[batch] / rates[1],
+                f"{1000 / rates[batch]:.0f} ms/image",
+            )
+        out[a.name] = {
+            "model": _model_id(a),
+            "images_per_s": {str(b): r for b, r in rates.items()},
+            "pass_seconds": {str(b): t for b, t in times.items()},
+        }
+    return out, analyses
+
+
+# -- 4. metadata --------------------------------------------------------------------------------------------------
+
+
+def keyword_args(result: PhotoResult, config: Config) -> list[str]:
+    """The keywords and hierarchy phototag would write, as plain exiftool assignments."""
+    want = desired_from(result, config.metadata.keyword_root, config.metadata.min_score)
+    args = [f"-XMP-dc:Subject={k}" for k in want.subject]
+    args += [f"-XMP-lr:HierarchicalSubject={h}" for h in want.hierarchy]
+    # no keyword: a naive loop still runs exiftool once; it writes its own name (exiftool refuses an empty write)
+    return args or ["-XMP-xmp:CreatorTool=phototag-bench"]
+
+
+def exiftool_process(exe: str, args: Sequence[str], target: Path) -> None:
+    """One exiftool process for one file (the naive way): perl starts, loads its modules, writes, exits."""
+    done = subprocess.run([exe, "-q", "-m", *args, str(target)], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"exiftool failed on {target}: {done.stderr.strip()}")
+
+
+def results_for(
+    paths: Sequence[Path], analyzers: Sequence[Analyzer], analyses: dict[str, list[Analysis]]
+) -> list[PhotoResult]:
+    """PhotoResults for ``paths`` from the analyses of the analyzer section (same photos, same order)."""
+    out = []
+    for i, p in enumerate(paths):
+        runs = tuple(
+            AnalyzerRun(a.name, a.task, a.model_info(), a.fingerprint(), analyses[a.name][i])
+            for a in analyzers
+            if a.name in analyses
+        )
+        with Image.open(p) as im:
+            w, h = im.size
+        out.append(PhotoResult(make_photo(p), w, h, runs))
+    return out
+
+
+def bench_metadata(
+    report: Report,
+    config: Config,
+    work: Path,
+    paths: Sequence[Path],
+    analyzers: Sequence[Analyzer],
+    analyses: dict[str, list[Analysis]],
+) -> dict[str, Any]:
+    """files/s: one exiftool process per file vs phototag's stay_open client (same arguments) vs XmpWriter."""
+    exe = shutil.which(config.exiftool.path) or config.exiftool.path
+    n = len(paths)
+    out: dict[str, Any] = {}
+
+    per_process = copy_tree(paths, work / "meta-process")
+    results = results_for(per_process, analyzers, analyses)
+    t = time.perf_counter()
+    for p, r in zip(per_process, results, strict=True):
+        exiftool_process(exe, keyword_args(r, config), p.with_name(p.name + ".xmp"))
+    base = n / (time.perf_counter() - t)
+    report.add("metadata", "one exiftool process per file (keywords)", base, "files/s", note="baseline")
+    out["process_per_file"] = base
+
+    stay = copy_tree(paths, work / "meta-stay-open")
+    results = results_for(stay, analyzers, analyses)
+    with Exiftool(config.exiftool.path, timeout=config.exiftool.timeout) as client:
+        _ = client.version  # started and answering: its start-up is paid once per run, not per file
+        t = time.perf_counter()
+        for p, r in zip(stay, results, strict=True):
+            client.execute("-m", *keyword_args(r, config), p.with_name(p.name + ".xmp"), file=p)
+        rate = n / (time.perf_counter() - t)
+    report.add("metadata", "stay_open client, same arguments", rate, "files/s", rate / base, "1 command/file")
+    out["stay_open_same_args"] = rate
+
+    full = copy_tree(paths, work / "meta-writer")
+    results = results_for(full, analyzers, analyses)
+    writer = XmpWriter(config)
+    try:
+        _ = writer.exiftool.version
+        t = time.perf_counter()
+        for r in results:
+            writer.write(r)
+        rate = n / (time.perf_counter() - t)
+    finally:
+        writer.close()
+    report.add(
+        "metadata",
+        f"XmpWriter.write ({config.metadata.mode}, everything)",
+        rate,
+        "files/s",
+        rate / base,
+        "read, seed from photo, plan, write, publish",
+    )
+    out["xmp_writer"] = rate
+    return out
+
+
+# -- 5. the whole pipeline against a naive loop -------------------------------------------------------------------
+
+
+def _per_image(spent: dict[str, float], n: int) -> dict[str, float]:
+    return {k: v * 1000 / n for k, v in spent.items()}
+
+
+def naive_loop(
+    config: Config, paths: Sequence[Path], analyzers: Sequence[Analyzer], min_side: int, tag: str
+) -> dict[str, Any]:
+    """Full decode, every analyzer at batch 1, one exiftool process per file, JSON written plainly."""
+    exe = shutil.which(config.exiftool.path) or config.exiftool.path
+    spent = {"decode": 0.0, "analyze": 0.0, "exiftool": 0.0, "json": 0.0}
+    in_model: dict[str, float] = {}
+    start = time.perf_counter()
+    for i, p in enumerate(paths):
+        t0 = time.perf_counter()
+        image = full_decode(p, min_side)
+        with Image.open(p) as im:
+            w, h = im.size
+        d = DecodedImage(_stat_photo(p, f"{tag}-{i}"), image, w, h, "JPEG")
+        t1 = time.perf_counter()
+        runs = []
+        for a in analyzers:
+            ta = time.perf_counter()
+            analysis = a.analyze([d])[0]
+            in_model[a.name] = in_model.get(a.name, 0.0) + time.perf_counter() - ta
+            runs.append(AnalyzerRun(a.name, a.task, a.model_info(), a.fingerprint(), analysis))
+        result = PhotoResult(d.photo, w, h, tuple(runs))
+        t2 = time.perf_counter()
+        exiftool_process(exe, keyword_args(result, config), p.with_name(p.name + ".xmp"))
+        t3 = time.perf_counter()
+        json_sidecar_path(p).write_text(json.dumps(result_to_dict(result), indent=2))
+        t4 = time.perf_counter()
+        for key, (begin, end) in zip(spent, [(t0, t1), (t1, t2), (t2, t3), (t3, t4)], strict=True):
+            spent[key] += end - begin
+    seconds = time.perf_counter() - start
+    return {
+        "seconds": seconds,
+        "images_per_s": len(paths) / seconds,
+        "ms_per_image": _per_image(spent, len(paths)),
+        "analyzer_ms_per_image": _per_image(in_model, len(paths)),
+    }
+
+
+def pipeline_scan(pipeline: Pipeline, config: Config, folder: Path, n: int) -> dict[str, Any]:
+    """One ``Pipeline.run`` over ``folder`` (walk, stat, hash, decode, analyze, write XMP + JSON, record)."""
+    outcomes: list[Outcome] = []
+    t = time.perf_counter()
+    summary = pipeline.run(iter_photos([folder], config), on_outcome=outcomes.append)
+    seconds = time.perf_counter() - t
+    if summary.tagged != n:  # a correctness check, not a timing one
+        problems = "; ".join(o.message for o in summary.failures[:3])
+        raise SystemExit(f"the pipeline tagged {summary.tagged} of {n} photos: {problems}")
+    in_model: dict[str, float] = {}
+    for o in outcomes:
+        for run in o.result.runs if o.result else ():
+            in_model[run.analyzer] = in_model.get(run.analyzer, 0.0) + run.seconds
+    return {
+        "seconds": seconds,
+        "images_per_s": n / seconds,
+        "analyzer_ms_per_image": _per_image(in_model, n),
+    }
+
+
+def bench_whole(
+    report: Report,
+    config: Config,
+    work: Path,
+    paths: Sequence[Path],
+    analyzers: Sequence[Analyzer],
+    min_side: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """The naive loop and ``Pipeline.from_config(...).run`` in turns (fresh copies and state DB each time),
+    then stat-only re-scans of the last processed tree."""
+    n = len(paths)
+    naive_runs: list[dict[str, Any]] = []
+    pipe_runs: list[dict[str, Any]] = []
+    pipelines: list[Pipeline] = []
+    try:
+        for r in range(repeats):
+
+            def naive(r: int = r) -> None:
+                folder = copy_tree(paths, work / f"naive-{r}")
+                naive_runs.append(naive_loop(config, folder, analyzers, min_side, f"naive{r}"))
+
+            def piped(r: int = r) -> None:
+                folder = work / f"pipeline-{r}"
+                copy_tree(paths, folder)
+                cfg = config.model_copy(update={"state_db": work / f"state-{r}" / "state.db"})
+                # models are already loaded (shared pool): the setup is plugin registration only
+                pipelines.append(Pipeline.from_config(cfg))
+                pipe_runs.append(pipeline_scan(pipelines[-1], cfg, folder, n) | {"folder": str(folder)})
+
+            for step in (naive, piped) if r % 2 == 0 else (piped, naive):
+                step()
+        last, folder = pipelines[-1], Path(pipe_runs[-1]["folder"])
+        rescans = []
+        for _ in range(5):
+            t = time.perf_counter()
+            again = last.run(iter_photos([folder], last.config))
+            rescans.append(time.perf_counter() - t)
+            if again.skipped != n:  # a correctness check, not a timing one
+                raise SystemExit(f"the re-scan skipped {again.skipped} of {n} unchanged photos, not all")
+        devices = {k: f"{d.torch_device} {d.dtype} {d.threads} threads" for k, d in last.devices.items()}
+    finally:
+        for p in pipelines:
+            p.close()
+            p.state.close()
+    best_naive = max(naive_runs, key=lambda x: x["images_per_s"])
+    best = max(pipe_runs, key=lambda x: x["images_per_s"])
+    rescan_rate = n / min(rescans)
+    hash_ms = _median([_hash_ms(p) for p in paths[: min(n, 8)]])
+    of = f"best of {repeats}"
+    naive_name = "naive loop (full decode, batch 1, exiftool/file)"
+    report.add("whole", naive_name, best_naive["images_per_s"], "images/s", note=f"baseline, {of}")
+    report.add(
+        "whole",
+        f"phototag pipeline (batch {config.batch_size}, draft, stay_open)",
+        best["images_per_s"],
+        "images/s",
+        best["images_per_s"] / best_naive["images_per_s"],
+        f"{of}; XMP + JSON written",
+    )
+    report.add(
+        "whole",
+        "  naive: full decode + resize",
+        best_naive["ms_per_image"]["decode"],
+        "ms/image",
+    )
+    report.add(
+        "whole",
+        "  naive: analyzers at batch 1",
+        best_naive["ms_per_image"]["analyze"],
+        "ms/image",
+        note=_ms(best_naive["analyzer_ms_per_image"]),
+    )
+    report.add(
+        "whole",
+        "  naive: exiftool process + JSON",
+        best_naive["ms_per_image"]["exiftool"] + best_naive["ms_per_image"]["json"],
+        "ms/image",
+    )
+    report.add(
+        "whole",
+        f"  pipeline: analyzers at batch {config.batch_size}",
+        sum(best["analyzer_ms_per_image"].values()),
+        "ms/image",
+        note=_ms(best["analyzer_ms_per_image"]),
+    )
+    report.add(
+        "whole",
+        "  pipeline: everything else",
+        1000 / best["images_per_s"] - sum(best["analyzer_ms_per_image"].values()),
+        "ms/image",
+        note="walk, hash, decode, write, record (decode overlaps)",
+    )
+    report.add(
+        "whole",
+        "re-scan of the processed tree (all skipped)",
+        rescan_rate,
+        "files/s",
+        rescan_rate / best["images_per_s"],
+        f"stat only; hashing alone would be {hash_ms:.1f} ms/file",
+    )
+    return {
+        "naive_runs": naive_runs,
+        "pipeline_runs": pipe_runs,
+        "naive_images_per_s": best_naive["images_per_s"],
+        "pipeline_images_per_s": best["images_per_s"],
+        "rescan_files_per_s": rescan_rate,
+        "rescan_seconds": rescans,
+        "hash_ms_per_file": hash_ms,
+        "devices": devices,
+    }
+
+
+def _hash_ms(path: Path) -> float:
+    t = time.perf_counter()
+    hash_file(path)
+    return (time.perf_counter() - t) * 1000
+
+
+# -- machine and main ---------------------------------------------------------------------------------------------
+
+
+def machine_info(config: Config) -> dict[str, Any]:
+    import PIL
+    import PIL.features
+    import torch
+
+    hw = probe()
+    info: dict[str, Any] = {
+        "cpu": _cpu_model(),
+        "os_cpu_count": os.cpu_count(),
+        "usable_cores": hw.cpu_cores,
+        "ram_mb": hw.ram_total_mb,
+        "torch": torch.__version__,
+        "cuda": [f"{g.name} ({g.total_mb} MB)" for g in hw.gpus],
+        "pillow": PIL.__version__,
+        "libjpeg_turbo": bool(PIL.features.check_feature("libjpeg_turbo")),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    try:
+        with Exiftool(config.exiftool.path) as et:
+            info["exiftool"] = et.version
+    except Exception as e:  # reported here; the metadata rows then fail with the real error
+        info["exiftool"] = f"unavailable: {e}"
+    return info
+
+
+def tiny_overrides(folder: Path) -> dict[str, str]:
+    """Tiny random CLIP (classify + embed) and RT-DETR (detect) from tests/tiny_models.py, saved to ``folder``."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from transformers.utils import logging as hf_logging
+
+    from tiny_models import build_tiny_clip, build_tiny_rt_detr
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars would break the table
+
+    clip = build_tiny_clip(folder / "tiny-clip")
+    detr = build_tiny_rt_detr(folder / "tiny-rt-detr")
+    return {
+        "plugins.classify.model": str(clip),
+        "plugins.embed.model": str(clip),
+        "plugins.detect.model": str(detr),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(
+        description=(__doc__ or "").split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--images", type=int, default=None, help="number of 12 MP JPEGs (default 24; --quick: 8)")
+    ap.add_argument("--quick", action="store_true", help="8 images, one pass each: a fast smoke run")
+    ap.add_argument(
+        "--repeats", type=int, default=None, help="passes per timing, best kept (default 2; --quick 1)"
+    )
+    ap.add_argument(
+        "--config", type=Path, default=None, help="phototag config file (default: as phototag finds it)"
+    )
+    ap.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="config override"
+    )
+    ap.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT, help="JSON output (default: bench/out/pipeline.json)"
+    )
+    ap.add_argument(
+        "--tiny", action="store_true", help="tiny RANDOM transformers models (a code-path check only)"
+    )
+    ap.add_argument(
+        "--tmp", type=Path, default=None, help="folder for the work files (default: the system's temp)"
+    )
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    args = ap.parse_args(argv)
+    args.images = args.images or (8 if args.quick else 24)
+    args.repeats = args.repeats or (1 if args.quick else 2)
+    if args.images < 1 or args.repeats < 1:
+        ap.error("--images and --repeats must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    work = Path(tempfile.mkdtemp(prefix="phototag-bench-", dir=args.tmp))
+    try:
+        overrides = tiny_overrides(work / "models") if args.tiny else {}
+        overrides.update(parse_overrides(args.sets))
+        overrides["state_db"] = str(work / "state" / "state.db")  # always fresh, never the user's
+        config = load_config(args.config, overrides=overrides)
+        doc = run(Report(), config, work, args)
+    except PhototagError as e:  # a config or model problem: its message says what to fix
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        if args.keep:
+            print(f"work files kept in {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+    doc["seconds"] = round(time.perf_counter() - started, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\n{doc['seconds']:.0f} s in all; JSON written to {args.out}")
+    return 0
+
+
+def run(report: Report, config: Config, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Every section in order; returns the JSON document."""
+    # the analyzers as the pipeline registers them (a config error stops here, before any work); this pipeline
+    # never runs, it lends its loaded analyzers to every section
+    holder = Pipeline.from_config(config, state=StateDB(work / "state-holder.db"))
+    try:
+        if not holder.analyzers:
+            raise SystemExit("no analyzer is enabled in this configuration: nothing to benchmark")
+        return _sections(report, config, work, args, holder.analyzers)
+    finally:
+        holder.close()
+        holder.state.close()
+
+
+def _sections(
+    report: Report, config: Config, work: Path, args: argparse.Namespace, analyzers: Sequence[Analyzer]
+) -> dict[str, Any]:
+    machine = machine_info(config)
+    n = args.images
+    print(
+        f"phototag pipeline benchmark: {n} x 12 MP JPEG, batch_size {config.batch_size}, best of {args.repeats}"
+    )
+    print(
+        f"  CPU: {machine['cpu']}, {machine['usable_cores']} usable cores; load average {machine['loadavg_start']}"
+    )
+    print(
+        f"  torch {machine['torch']}, CUDA: {', '.join(machine['cuda']) or 'none'}; Pillow {machine['pillow']} "
+        f"(libjpeg-turbo {machine['libjpeg_turbo']}); exiftool {machine['exiftool']}; config: {config.source}"
+    )
+    if args.tiny:
+        print(
+            "  --tiny: classify/embed/detect are tiny RANDOM transformers models: a code-path check, not a speed"
+        )
+
+    cpu_start, wall_start = cpu_seconds(), time.perf_counter()
+    t = time.perf_counter()
+    paths = make_photos(work, n)
+    mb = [p.stat().st_size / 1e6 for p in paths]
+    print(
+        f"  made {n} images in {time.perf_counter() - t:.0f} s: {SIZE[0]}x{SIZE[1]}, quality {QUALITY}, "
+        f"{_median(mb):.1f} MB median ({min(mb):.1f}-{max(mb):.1f})\n"
+    )
+    print(f"  {'':<48} {'figure':>8} {'unit':<9} {'ratio':>7}  note")
+
+    devices = load_analyzers(report, analyzers, config)
+    torch_threads = _torch_threads()
+    # the size the pipeline decodes to: the largest input any enabled analyzer needs
+    min_side = max(a.input_size for a in analyzers)
+    decode_rows = bench_decode(report, config, paths[: min(n, 12)], sorted({224, 384, min_side}))
+    decoded = [decode(make_photo(p), min_side, config.image) for p in paths]
+    per_task, analyses = bench_analyzers(report, analyzers, decoded, config.batch_size, args.repeats)
+    del decoded
+    meta = bench_metadata(report, config, work, paths, analyzers, analyses)
+    whole = bench_whole(report, config, work, paths, analyzers, min_side, args.repeats)
+
+    machine["torch_threads"] = torch_threads
+    machine["cpu_seconds"] = competition(cpu_start, cpu_seconds(), time.perf_counter() - wall_start, machine)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    return {
+        "command": " ".join(["python", *sys.argv]),
+        "tiny_random_models": bool(args.tiny),
+        "machine": machine,
+        "config": {
+            "source": config.source,
+            "batch_size": config.batch_size,
+            "decode_workers": config.decode_workers,
+            "device": config.device,
+            "metadata_mode": config.metadata.mode,
+            "analyzers": {a.name: _model_id(a) for a in analyzers},
+            "decode_min_side": min_side,
+        },
+        "images": {"count": n, "size": list(SIZE), "quality": QUALITY, "mb": [round(x, 2) for x in mb]},
+        "repeats": args.repeats,
+        "devices": devices,
+        "decode": decode_rows,
+        "analyzers": per_task,
+        "metadata": meta,
+        "whole": whole,
+        "rows": [asdict(r) for r in report.rows],
+    }
+
+
+def competition(
+    start: dict[str, float], end: dict[str, float], wall: float, machine: dict[str, Any]
+) -> dict[str, float]:
+    """What other processes (and the hypervisor, as steal) took from this machine during the run; printed."""
+    delta = {k: end[k] - start[k] for k in start if k in end}
+    if "busy" not in delta:
+        return delta
+    others = max(0.0, delta["busy"] - delta["own"])
+    share = others / (wall * machine["usable_cores"])
+    print(
+        f"\n  other processes used {others:.0f} CPU-s during the {wall:.0f} s run ({share:.0%} of "
+        f"{machine['usable_cores']} cores); steal {delta['steal']:.1f} s. "
+        + ("Figures are disturbed: compare ratios only." if share > 0.1 else "A quiet machine.")
+    )
+    return delta | {"others": others, "others_share": share, "wall": wall}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
