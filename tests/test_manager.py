@@ -12,10 +12,24 @@ from phototag.errors import PluginError
 from phototag.manager import BUILTIN_PLUGINS, collect, get_plugin_manager, registered, short_name
 
 
+def install_plugin(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str, source: str) -> None:
+    """Install a third-party plugin the way pip leaves one: module ``phototag_<name>`` plus a dist-info with a
+    ``phototag`` entry point, both on sys.path."""
+    (folder / f"phototag_{name}.py").write_text(source)
+    dist = folder / f"phototag_{name}-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: phototag-{name}\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(f"[phototag]\n{name} = phototag_{name}\n")
+    monkeypatch.syspath_prepend(str(folder))
+
+
 @pytest.fixture
 def external_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """An installed third-party plugin: a module plus a dist-info with a ``phototag`` entry point on sys.path."""
-    (tmp_path / "phototag_hello.py").write_text(
+    """An installed third-party plugin that registers a writer."""
+    install_plugin(
+        tmp_path,
+        monkeypatch,
+        "hello",
         "from phototag import hookimpl\n"
         "class HelloWriter:\n"
         "    name = 'hello'\n"
@@ -23,13 +37,8 @@ def external_plugin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
         "    def close(self): pass\n"
         "@hookimpl\n"
         "def register_writers(register, config):\n"
-        "    register(HelloWriter())\n"
+        "    register(HelloWriter())\n",
     )
-    dist = tmp_path / "phototag_hello-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: phototag-hello\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[phototag]\nhello = phototag_hello\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
     yield "hello"
     sys.modules.pop("phototag_hello", None)
 
@@ -76,14 +85,8 @@ def test_misspelt_hook_fails_loudly() -> None:
 
 
 def test_misspelt_hook_in_an_installed_plugin_is_a_plugin_error(tmp_path: Path, monkeypatch) -> None:
-    (tmp_path / "phototag_typo.py").write_text(
-        "from phototag import hookimpl\n@hookimpl\ndef register_analyser(register, config):\n    pass\n"
-    )
-    dist = tmp_path / "phototag_typo-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: phototag-typo\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[phototag]\ntypo = phototag_typo\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    source = "from phototag import hookimpl\n@hookimpl\ndef register_analyser(register, config):\n    pass\n"
+    install_plugin(tmp_path, monkeypatch, "typo", source)
     with pytest.raises(PluginError, match="register_analyser"):
         get_plugin_manager({"PHOTOTAG_PLUGINS": "typo"})
     sys.modules.pop("phototag_typo", None)
