@@ -14,19 +14,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import exiv2
 import pytest
 from PIL import Image
 
+from exiv2_reader import exiv2_read
 from phototag.config import Config
 from phototag.errors import ExiftoolTimeout, MetadataError
-from phototag.exiftool import NAMESPACE_URI, Exiftool
+from phototag.exiftool import Exiftool
 from phototag.manager import collect, get_plugin_manager
 from phototag.plugins.xmp import Desired, Target, XmpWriter, desired_from, plan, sidecar_path
 from phototag.types import Analysis, AnalyzerRun, ModelInfo, Photo, PhotoResult, Region, Tag, Writer
-
-exiv2.XmpParser.initialize()
-exiv2.XmpProperties.registerNs(NAMESPACE_URI, "phototag")
 
 MODEL = ModelInfo("test/classifier", "rev-1")
 
@@ -70,26 +67,6 @@ def result_b(photo: Path) -> PhotoResult:
         run(Tag("Cat", 0.95, ("Animals", "Cat")), Tag("Sofa", 0.60, ("Furniture", "Sofa"))),
         run(caption="a cat on a sofa", analyzer="caption"),
     )
-
-
-def exiv2_read(path: Path) -> dict[str, Any]:
-    """XMP, IPTC and EXIF as exiv2 reads them: lang-alt -> x-default text, arrays -> lists."""
-    image = exiv2.ImageFactory.open(str(path))
-    image.readMetadata()
-    out: dict[str, Any] = {}
-    for datum in image.xmpData():
-        value = datum.getValue()
-        if datum.typeName() == "LangAlt":
-            out[datum.key()] = dict(value)["x-default"]
-        elif datum.typeName() in ("XmpBag", "XmpSeq", "XmpAlt"):
-            out[datum.key()] = [value.toString(i) for i in range(value.count())]
-        else:
-            out[datum.key()] = datum.toString()
-    for datum in image.iptcData():
-        out.setdefault(datum.key(), []).append(datum.toString())
-    for datum in image.exifData():
-        out[datum.key()] = datum.toString()
-    return out
 
 
 def pixels(path: Path) -> str:
