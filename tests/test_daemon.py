@@ -32,6 +32,7 @@ import yaml
 from PIL import Image
 
 from phototag.images import pixel_hash
+from waiting import wait_for
 
 TESTS = Path(__file__).parent
 
@@ -229,15 +230,6 @@ class Daemon:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 30.0, step: float = 0.05) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(step)
-    return predicate()
 
 
 def content_hash(path: Path) -> str:

@@ -20,6 +20,7 @@ import pytest
 from phototag.daemon.queue import WorkQueue
 from phototag.daemon.service import Service
 from phototag.daemon.watcher import Change
+from waiting import wait_for
 
 
 @dataclass(frozen=True)
@@ -85,15 +86,6 @@ class FakeProcessor:
 
     def close(self) -> None:
         self.closed = True
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 15.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture

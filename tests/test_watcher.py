@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from phototag.daemon.watcher import Change, Watcher, count_dirs, inotify_watches_in_use, kernel_watch_limit
+from waiting import wait_for
 
 
 class Recorder:
@@ -35,15 +36,6 @@ class Recorder:
 
     def seen(self, path: Path) -> bool:
         return bool(self.kinds(path))
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.fixture
