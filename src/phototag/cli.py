@@ -23,6 +23,7 @@ from . import __version__
 from .config import Config, load_config, parse_overrides
 from .errors import ConfigError, PhototagError, PluginError
 from .manager import PluginStatus, collect, get_plugin_manager
+from .report import describe_outcome
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("phototag")
@@ -79,34 +80,6 @@ def cli(
 # -- scan ---------------------------------------------------------------------------------------------------------
 
 
-def _describe(outcome: Any) -> str:
-    """One human line per photo: keywords with scores, objects, faces, caption."""
-    name = outcome.path.name
-    if outcome.status == "skipped":
-        return f"{name}: skipped ({outcome.message})"
-    if outcome.result is None:
-        return f"{name}: FAILED: {outcome.message}"
-    result = outcome.result
-    best: dict[str, float] = {}
-    for _, tag in result.tags:
-        best[tag.name] = max(best.get(tag.name, 0.0), tag.score)
-    parts = [
-        ", ".join(f"{k} {v:.2f}" for k, v in sorted(best.items(), key=lambda kv: -kv[1])) or "no keywords"
-    ]
-    objects = [r for _, r in result.regions if r.kind == "object"]
-    faces = [r for _, r in result.regions if r.kind == "face"]
-    if objects:
-        parts.append("objects: " + ", ".join(f"{r.label} {r.score:.2f}" for r in objects))
-    if faces:
-        parts.append(f"faces: {len(faces)}")
-    if result.caption:
-        parts.append(f"caption: {result.caption!r}")
-    line = f"{name}: " + " | ".join(parts)
-    if outcome.status == "failed":
-        line += f"  [FAILED: {outcome.message}]"
-    return line
-
-
 def _outcome_json(outcome: Any) -> dict[str, Any]:
     from .serialize import result_to_dict
 
@@ -149,9 +122,9 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
         if as_json:
             click.echo(json.dumps(_outcome_json(outcome), ensure_ascii=False))
         elif outcome.status == "skipped":
-            log.debug("%s", _describe(outcome))
+            log.debug("%s", describe_outcome(outcome))
         else:
-            text = _describe(outcome)
+            text = describe_outcome(outcome)
             if bar is not None:
                 bar.write(text)
             else:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..config import WatchSettings
+from ..report import describe_outcome
 from .queue import Job, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -204,6 +205,8 @@ class Worker(threading.Thread):
             outcome = by_path.get(path) or _Failed(path, f"{path}: the pipeline returned no outcome", True)
             if outcome.status != "failed":
                 done.append(path)
+                if outcome.status == "tagged":
+                    log.info("%s", describe_outcome(outcome, full_path=True))
             else:
                 self._failed(outcome, attempts[path])
         if done:
