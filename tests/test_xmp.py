@@ -427,6 +427,13 @@ def test_embedded_user_caption_blocks_a_sidecar_caption_in_keep_mode(make_writer
     assert "Xmp.dc.description" not in got and got["Xmp.dc.subject"] == ["Cat"]
 
 
+def test_camera_placeholder_caption_does_not_block_a_real_one(make_writer, photos: Path) -> None:
+    photo = photos / "cat.jpg"
+    shell("-EXIF:ImageDescription=OLYMPUS DIGITAL CAMERA         ", str(photo))
+    make_writer().write(result(photo, run(Tag("Cat", 0.9), caption="a cat on a sofa")))
+    assert exiv2_read(photos / "cat.jpg.xmp")["Xmp.dc.description"] == "a cat on a sofa"
+
+
 # -- replace naming and collisions ---------------------------------------------------------------------------
 
 

@@ -419,6 +419,32 @@ def _caption_fields(target: Target, caption: str | None) -> dict[str, tuple[str,
     return fields
 
 
+# Placeholders camera firmware and old software write into ImageDescription. They are nobody's caption, so
+# ``caption: keep`` does not let them block phototag's (the list digiKam and others ignore, in upper case).
+CAMERA_PLACEHOLDER_CAPTIONS = frozenset(
+    {
+        "OLYMPUS DIGITAL CAMERA",
+        "SONY DSC",
+        "SONY DIGITAL CAMERA",
+        "MINOLTA DIGITAL CAMERA",
+        "KONICA MINOLTA DIGITAL CAMERA",
+        "DIGITAL CAMERA",
+        "SAMSUNG DIGITAL CAMERA",
+        "SAMSUNG CAMERA PICTURES",
+        "KODAK DIGITAL STILL CAMERA",
+        "PENTAX DIGITAL CAMERA",
+        "CASIO QV DIGITAL",
+        "DEFAULT",
+        "LEAD TECHNOLOGIES INC. V1.01",
+    }
+)
+
+
+def is_user_caption(text: str | None) -> bool:
+    """A caption someone wrote: not blank and not a camera's placeholder."""
+    return text is not None and bool(text.strip()) and text.strip().upper() not in CAMERA_PLACEHOLDER_CAPTIONS
+
+
 def _plan_caption(
     target: Target, cur: Mapping[str, Any], want: Desired, mode: str, elsewhere: Sequence[str]
 ) -> tuple[list[str], str | None]:
@@ -428,7 +454,7 @@ def _plan_caption(
     fields = _caption_fields(target, want.caption)
     values = {t: (str(cur[k]) if cur.get(k) is not None else None) for t, (k, _) in fields.items()}
     others = [*values.values(), *elsewhere]
-    user_caption = any(v is not None and v.strip() and v != prev for v in others)
+    user_caption = any(is_user_caption(v) and v != prev for v in others)
     args: list[str] = []
     if want.caption is not None and (mode == "replace" or not user_caption):
         for t, (_, wanted) in fields.items():
