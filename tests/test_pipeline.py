@@ -280,3 +280,27 @@ def test_unreadable_path_is_a_clear_error(photos: Path, make_config, pm) -> None
     assert "folder.jpg" in outcomes["folder.jpg"].message
     assert "directory" in outcomes["folder.jpg"].message.lower()
     assert outcomes["cat.jpg"].status == "tagged"
+
+
+def test_missing_gpu_falls_back_to_cpu_or_refuses_as_configured(photos: Path, make_config) -> None:
+    from phototag.hardware import GPU, Hardware
+    from phototag.state import StateDB
+
+    small_gpu = Hardware(cpu_cores=2, ram_total_mb=8000, ram_available_mb=6000,
+                         gpus=(GPU(0, "Tiny GPU", total_mb=512, free_mb=100),))  # fmt: skip
+
+    class NeedsVram(Brightness):
+        needs = Needs(min_vram_mb=2000)
+
+    for fallback, expect in (("true", "tagged"), ("false", "failed")):
+        config = make_config(device="cuda:0", device_fallback=fallback)
+        analyzer = NeedsVram()
+        with Pipeline(config, [analyzer], [], StateDB(config.state_db), hardware=small_gpu) as pipeline:
+            [outcome] = pipeline.process([photos / "cat.jpg"], force=True)
+            pipeline.state.close()
+        assert outcome.status == expect, outcome.message
+        if fallback == "true":
+            assert pipeline.devices["brightness"].kind == "cpu"
+            assert "cuda:0" in pipeline.devices["brightness"].reason
+        else:
+            assert "cuda:0" in outcome.message and analyzer.loads == 0

@@ -230,7 +230,14 @@ def doctor(state: CliState, no_load: bool) -> None:
         settings = getattr(analyzer, "settings", None)
         preference = getattr(settings, "device", None) or config.device
         device = state.pm.hook.select_device(analyzer=analyzer, hardware=hardware, preference=preference) or (
-            choose_device(analyzer.needs, preference, hardware, dtype=config.dtype, threads=config.threads)
+            choose_device(
+                analyzer.needs,
+                preference,
+                hardware,
+                dtype=config.dtype,
+                threads=config.threads,
+                strict=not config.device_fallback,
+            )
         )
         info = analyzer.model_info()
         head = f"  {analyzer.name} ({analyzer.task}): {info.id}"

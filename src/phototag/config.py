@@ -124,6 +124,9 @@ class Config(Section):
     """SQLite database of what was done to which file (default under $XDG_STATE_HOME)."""
     device: str = "auto"
     """``auto``, ``cpu``, ``cuda``, ``cuda:N`` or ``mps``."""
+    device_fallback: bool = True
+    """When the configured device cannot be used (no such GPU, too little free memory): ``true`` runs on the
+    CPU and logs why; ``false`` refuses to run that model, with the reason."""
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
     threads: int = Field(0, ge=0)
     """Torch threads; 0 picks from the hardware probe."""

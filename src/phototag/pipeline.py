@@ -365,6 +365,7 @@ class Pipeline:
                 self.hardware,
                 dtype=self.config.dtype,
                 threads=self.config.threads,
+                strict=not self.config.device_fallback,
             )
         self.devices[analyzer.name] = device
         return device
