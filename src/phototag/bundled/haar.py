@@ -16,7 +16,7 @@ already says who is in the photo and a "Face" keyword on most photos of people i
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,9 @@ from pydantic import ConfigDict, Field
 
 from ..config import Config, PluginSettings
 from ..errors import ModelUnavailableError
-from ..models import shared_pool
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Region, Tag, Task, fingerprint_of
 from . import require_module
+from .opencv import PooledOpenCVModel
 
 MODEL_ID = "opencv-haar"
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -106,8 +106,7 @@ class HaarFaceDetector:
         self.name = name
         self.settings = settings
         self.input_size = settings.input_size
-        self._cascade: Any = None
-        self._key: Hashable | None = None
+        self._cascade = PooledOpenCVModel((MODEL_ID, "cpu", CASCADE), lambda: load_cascade(cascade_path()))
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(MODEL_ID, revision())
@@ -120,26 +119,15 @@ class HaarFaceDetector:
         )  # fmt: skip
 
     def load(self, device: Device) -> None:
-        if self._cascade is not None:
-            return
-        import cv2
-
-        if device.threads > 0:
-            cv2.setNumThreads(device.threads)
-        self._key = (MODEL_ID, "cpu", CASCADE)
-        self._cascade = shared_pool().acquire(self._key, lambda: load_cascade(cascade_path()))
+        self._cascade.acquire(device)
 
     def unload(self) -> None:
-        if self._key is not None:
-            shared_pool().release(self._key)
-        self._cascade = None
-        self._key = None
+        self._cascade.release()
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
         # The cascade has no batch API; each photo is its own pyramid anyway.
-        if self._cascade is None:
-            raise RuntimeError(f"analyzer {self.name!r}: call load() before analyze()")
-        return [self._one(d.image) for d in images]
+        cascade = self._cascade.get(self.name)
+        return [self._one(cascade, d.image) for d in images]
 
     def _grey(self, image: Image.Image) -> np.ndarray:
         import cv2
@@ -152,12 +140,12 @@ class HaarFaceDetector:
         grey = np.asarray(image.convert("L"))
         return cv2.equalizeHist(grey) if self.settings.equalize else grey
 
-    def _one(self, image: Image.Image) -> Analysis:
+    def _one(self, cascade: Any, image: Image.Image) -> Analysis:
         s = self.settings
         grey = self._grey(image)
         h, w = grey.shape
         side = max(1, int(s.min_size_fraction * min(w, h)))
-        boxes, _levels, weights = self._cascade.detectMultiScale3(
+        boxes, _levels, weights = cascade.detectMultiScale3(
             grey, scaleFactor=s.scale_factor, minNeighbors=s.min_neighbors, minSize=(side, side),
             outputRejectLevels=True,
         )  # fmt: skip

