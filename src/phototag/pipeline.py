@@ -16,6 +16,7 @@ The one code path behind ``phototag scan`` and ``phototag watch``. Stages, in or
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -27,13 +28,21 @@ from typing import Any, Literal
 import pluggy
 
 from .config import Config
-from .errors import FileError, ModelUnavailableError, PhototagError
+from .errors import (
+    ConfigError,
+    ExiftoolDied,
+    ExiftoolTimeout,
+    FileError,
+    ModelUnavailableError,
+    PhototagError,
+)
 from .files import hash_file, make_photo
 from .hardware import Hardware, apply_threads, choose_device, probe
-from .images import decode
-from .manager import collect, get_plugin_manager
+from .images import decode, photo_dimensions
+from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, short_name
+from .models import shared_pool
 from .state import StateDB
-from .types import Analyzer, AnalyzerRun, DecodedImage, Device, Photo, PhotoResult, Writer
+from .types import Analyzer, AnalyzerRun, DecodedImage, Device, ModelInfo, Photo, PhotoResult, Writer
 
 log = logging.getLogger(__name__)
 
@@ -203,8 +212,6 @@ class Pipeline:
                     log.warning("analyzer %s did not unload cleanly: %s", analyzer.name, e)
                 unloaded.append(analyzer.name)
         self._loaded.clear()
-        from .models import shared_pool
-
         shared_pool().unload_idle(0)
         return unloaded
 
@@ -275,8 +282,6 @@ class Pipeline:
                 item.width, item.height = item.image.width, item.image.height
             else:
                 # every result is cached (a rename, a copy, a changed writer setting): only the size is needed
-                from .images import photo_dimensions
-
                 item.width, item.height = photo_dimensions(item.path)
         except FileError as e:
             item.outcome = Outcome(item.path, "failed", str(e))
@@ -435,9 +440,11 @@ def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield batch
 
 
-def _safe_model_info(analyzer: Analyzer) -> Any:
-    from .types import ModelInfo
+# Errors that say "try again later" (busy, full, flaky disk or share), not "this file is bad".
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ENOSPC, errno.EIO, errno.ETIMEDOUT})
 
+
+def _safe_model_info(analyzer: Analyzer) -> ModelInfo:
     try:
         return analyzer.model_info()
     except Exception:
@@ -445,29 +452,20 @@ def _safe_model_info(analyzer: Analyzer) -> Any:
 
 
 def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:
-    import errno
-
-    transient = e.errno in (errno.EAGAIN, errno.EBUSY, errno.ENOSPC, errno.EIO, errno.ETIMEDOUT)
+    transient = e.errno in TRANSIENT_ERRNOS
     hint = " (check the file's permissions)" if e.errno in (errno.EACCES, errno.EPERM) else ""
     return Outcome(path, "failed", f"{path}: error while {doing}: {e.strerror or e}{hint}", transient)
 
 
 def _is_transient(e: Exception) -> bool:
-    import errno
-
-    from .errors import ExiftoolDied, ExiftoolTimeout
-
     if isinstance(e, (ExiftoolTimeout, ExiftoolDied)):
         return True
     cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
-    return isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EBUSY, errno.EAGAIN, errno.EIO)
+    return isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
 
 
 def _check_plugin_sections(config: Config, plugin_names: set[str]) -> None:
     """A ``plugins.<name>`` section that no plugin reads is most likely a typo: say so."""
-    from .errors import ConfigError
-    from .manager import BUILTIN_PLUGINS, short_name
-
     known = plugin_names | {short_name(m) for m in BUILTIN_PLUGINS}
     for name in config.plugins:
         if name not in known:
