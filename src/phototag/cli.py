@@ -199,7 +199,8 @@ def _raise(plugin: str, e: Exception) -> None:
 @click.pass_obj
 def doctor(state: CliState, no_load: bool) -> None:
     """Report hardware, the device chosen for each model, exiftool, model availability, writable paths."""
-    from .hardware import apply_threads, choose_device, describe, probe
+    from .hardware import apply_threads, describe, probe
+    from .pipeline import pick_device
 
     config = state.config()
     problems = 0
@@ -227,20 +228,14 @@ def doctor(state: CliState, no_load: bool) -> None:
     if not analyzers:
         click.echo("  no analyzers enabled")
     for analyzer in analyzers:
-        settings = getattr(analyzer, "settings", None)
-        preference = getattr(settings, "device", None) or config.device
-        device = state.pm.hook.select_device(analyzer=analyzer, hardware=hardware, preference=preference) or (
-            choose_device(
-                analyzer.needs,
-                preference,
-                hardware,
-                dtype=config.dtype,
-                threads=config.threads,
-                strict=not config.device_fallback,
-            )
-        )
         info = analyzer.model_info()
         head = f"  {analyzer.name} ({analyzer.task}): {info.id}"
+        try:
+            device = pick_device(analyzer, config, hardware, state.pm.hook)
+        except ConfigError as e:
+            problems += 1
+            click.echo(f"{head}: NO USABLE DEVICE: {e}")
+            continue
         where = f"{device.torch_device} {device.dtype}, {device.threads} threads ({device.reason})"
         if no_load:
             click.echo(f"{head} -> {where}")

@@ -358,20 +358,7 @@ class Pipeline:
         return None
 
     def _device_for(self, analyzer: Analyzer) -> Device:
-        settings = getattr(analyzer, "settings", None)
-        preference = getattr(settings, "device", None) or self.config.device
-        device = None
-        if self.hook is not None:
-            device = self.hook.select_device(analyzer=analyzer, hardware=self.hardware, preference=preference)
-        if device is None:
-            device = choose_device(
-                analyzer.needs,
-                preference,
-                self.hardware,
-                dtype=self.config.dtype,
-                threads=self.config.threads,
-                strict=not self.config.device_fallback,
-            )
+        device = pick_device(analyzer, self.config, self.hardware, self.hook)
         self.devices[analyzer.name] = device
         return device
 
@@ -427,6 +414,27 @@ class Pipeline:
             self.state.record_failed(path, st.st_size, st.st_mtime_ns, message, content_hash)
         except OSError:
             pass
+
+
+def pick_device(analyzer: Analyzer, config: Config, hardware: Hardware, hook: Any = None) -> Device:
+    """Where ``analyzer`` runs: a plugin's ``select_device`` answer, else the hardware probe's choice for the
+    analyzer's own ``device`` setting or the global one. Raises ConfigError when ``device_fallback`` is off and
+    the configured device cannot be used."""
+    settings = getattr(analyzer, "settings", None)
+    preference = getattr(settings, "device", None) or config.device
+    device = None
+    if hook is not None:
+        device = hook.select_device(analyzer=analyzer, hardware=hardware, preference=preference)
+    if device is None:
+        device = choose_device(
+            analyzer.needs,
+            preference,
+            hardware,
+            dtype=config.dtype,
+            threads=config.threads,
+            strict=not config.device_fallback,
+        )
+    return device
 
 
 def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
