@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -178,3 +179,30 @@ def test_unwritable_location_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(StateError, match="state_db"):
         WorkQueue(blocker / "state.db")
+
+
+def test_names_that_are_not_utf8_go_through_the_queue(db_path: Path) -> None:
+    """Linux names are bytes: ``caf\\xe9.jpg`` (Latin-1) reaches Python as a str with a lone surrogate."""
+    odd = Path("/photos/sub") / os.fsdecode(b"caf\xe9.jpg")
+    odd_dir = Path("/photos") / os.fsdecode(b"\xff\xfe dir")
+    with WorkQueue(db_path) as q:
+        assert q.enqueue([odd, odd_dir / "x.jpg", Path("/photos/sub/ok.jpg")]) == 3
+        assert str(odd) in q.waiting()
+        jobs = q.claim(10)
+        assert {j.path for j in jobs} == {odd, odd_dir / "x.jpg", Path("/photos/sub/ok.jpg")}
+        assert q.enqueue([odd]) == 0  # in flight: marked, not duplicated
+        assert q.complete([odd]) == [odd]
+        (again,) = q.claim(10)
+        assert again.path == odd
+        q.fail(odd, f"{odd}: truncated", 10, 20)  # the message quotes the name
+        (failure,) = q.failures()
+        assert failure.path == odd and failure.error == "/photos/sub/caf\\xe9.jpg: truncated"
+        assert q.failed_stats()[str(odd)] == (10, 20)
+        q.retry_later(odd_dir / "x.jpg", f"{odd_dir}: busy", 0)
+        assert q.retry_failed([Path("/photos/sub")]) == [odd]
+        q.release([Path("/photos/sub/ok.jpg")])
+        q.remove_under(Path("/photos/sub"))  # finds the BLOB row and the TEXT row below the folder
+        assert q.waiting() == {str(odd_dir / "x.jpg")}
+        q.remove_under(odd_dir)  # a folder that is not UTF-8 itself
+        assert q.waiting() == set()
+        assert q.counts().done == 1

@@ -106,3 +106,74 @@ def test_newer_schema_refused(tmp_path: Path) -> None:
     con.close()
     with pytest.raises(StateError, match="newer"):
         StateDB(path)
+
+
+# -- outputs and schema version 2 ---------------------------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE files (path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, content_hash TEXT,
+    status TEXT NOT NULL, error TEXT, fingerprints TEXT NOT NULL DEFAULT '{}', updated REAL NOT NULL);
+CREATE INDEX files_hash ON files(content_hash);
+CREATE INDEX files_status ON files(status);
+CREATE TABLE runs (content_hash TEXT NOT NULL, analyzer TEXT NOT NULL, fingerprint TEXT NOT NULL, run TEXT NOT NULL,
+    created REAL NOT NULL, PRIMARY KEY (content_hash, analyzer, fingerprint));
+CREATE TABLE embeddings (content_hash TEXT NOT NULL, model TEXT NOT NULL, dims INTEGER NOT NULL,
+    vector BLOB NOT NULL, PRIMARY KEY (content_hash, model));
+PRAGMA user_version=1;
+"""
+
+
+def make_v1_db(path: Path) -> None:
+    """A state DB exactly as the first release (schema version 1) left it, with one done file."""
+    con = sqlite3.connect(path)
+    con.executescript(V1_SCHEMA)
+    con.execute(
+        "INSERT INTO files VALUES ('/p/a.jpg', 10, 5, 'h1', 'done', NULL, '{\"classify\": \"f1\"}', 1.0)"
+    )
+    con.commit()
+    con.close()
+
+
+def test_outputs_are_recorded_and_given_with_the_current_record(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db") as db:
+        db.record_done(photo(), {"classify": "f1"}, outputs=["a.jpg.xmp", "a.jpg.phototag.json"])
+        rec = db.current_record(Path("/p/a.jpg"), 10, 5, {"classify": "f1"})
+        assert rec is not None and rec.outputs == ("a.jpg.xmp", "a.jpg.phototag.json")
+        assert db.current_record(Path("/p/a.jpg"), 10, 6, {"classify": "f1"}) is None
+        assert db.current_record(Path("/p/a.jpg"), 10, 5, {"classify": "f2"}) is None
+        assert db.is_current(Path("/p/a.jpg"), 10, 5, {"classify": "f1"})
+        db.record_done(photo(), {"classify": "f1"})  # a later run that wrote nothing
+        assert db.records()[0].outputs == ()
+        with pytest.raises(ValueError, match="not paths"):
+            db.record_done(photo(), {}, outputs=["/p/a.jpg.xmp"])
+    with StateDB(tmp_path / "s.db") as db:  # survives reopening
+        db.record_done(photo(), {}, outputs=["a.jpg.xmp"])
+    with StateDB(tmp_path / "s.db") as db:
+        assert db.records()[0].outputs == ("a.jpg.xmp",)
+
+
+def test_a_version_1_database_is_migrated_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    make_v1_db(path)
+    with StateDB(path) as db:
+        rec = db.current_record(Path("/p/a.jpg"), 10, 5, {"classify": "f1"})
+        assert rec is not None and rec.content_hash == "h1" and rec.outputs == ()
+        db.record_done(photo("/p/b.jpg"), {}, outputs=["b.jpg.xmp"])
+        assert [r.outputs for r in db.records()] == [(), ("b.jpg.xmp",)]
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == 2
+    assert "outputs" in {r[1] for r in con.execute("PRAGMA table_info(files)")}
+    con.close()
+    with StateDB(path) as db:  # a second open finds nothing to do
+        assert len(db.records()) == 2
+
+
+def test_a_v1_table_without_a_version_number_is_migrated_too(tmp_path: Path) -> None:
+    """A crash between creating the tables and stamping the version (the old open did not do both at once)."""
+    path = tmp_path / "s.db"
+    make_v1_db(path)
+    con = sqlite3.connect(path)
+    con.execute("PRAGMA user_version=0")
+    con.close()
+    with StateDB(path) as db:
+        assert [r.outputs for r in db.records()] == [()]

@@ -3,30 +3,37 @@
 Tables:
 
 - ``files``: one row per path: size, mtime_ns (as recorded *after* our own write), content hash, status
-  (``done`` | ``failed``), last error, and the fingerprint of every analyzer that ran. A re-scan compares
-  size + mtime + fingerprints only (stat, no hashing): :meth:`StateDB.is_current`.
+  (``done`` | ``failed``), last error, the fingerprint of every analyzer that ran, and the names of the files
+  the writers produced beside the photo (``outputs``). A re-scan compares size + mtime + fingerprints only
+  (stat, no hashing): :meth:`StateDB.is_current`; :meth:`StateDB.current_record` also gives the outputs, so
+  that a sidecar the user deleted is written again. A path that is not valid UTF-8 is stored as a BLOB of its
+  bytes (:func:`~phototag.sqlitedb.db_path`).
 - ``runs``: each analyzer's result per content hash and fingerprint. A rename, a re-run after adding one
   analyzer, or a second copy of the same photo costs no model time.
 - ``embeddings``: one float32 vector per content hash and embedding model.
 
 Every write is one transaction, so a crash leaves the previous state or the new one.
+
+Schema versions: 1 (first release); 2 adds ``files.outputs`` (a version-1 file is migrated in place on open).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from .serialize import run_from_dict, run_to_dict
-from .sqlitedb import SQLiteFile
+from .sqlitedb import SQLiteFile, db_path, db_text, path_from_db, under_clause
 from .types import AnalyzerRun, Photo
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY,
@@ -36,7 +43,8 @@ CREATE TABLE IF NOT EXISTS files (
     status TEXT NOT NULL,
     error TEXT,
     fingerprints TEXT NOT NULL DEFAULT '{}',
-    updated REAL NOT NULL
+    updated REAL NOT NULL,
+    outputs TEXT NOT NULL DEFAULT '[]'
 );
 CREATE INDEX IF NOT EXISTS files_hash ON files(content_hash);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
@@ -60,6 +68,9 @@ CREATE TABLE IF NOT EXISTS embeddings (
 
 @dataclass(frozen=True)
 class FileRecord:
+    """A ``files`` row. ``outputs`` are the names (not paths) of the files the writers produced beside the photo,
+    e.g. ``("cat.jpg.xmp", "cat.jpg.phototag.json")``."""
+
     path: Path
     size: int
     mtime_ns: int
@@ -68,56 +79,110 @@ class FileRecord:
     error: str | None
     fingerprints: Mapping[str, str] = field(default_factory=dict)
     updated: float = 0.0
+    outputs: tuple[str, ...] = ()
+
+
+def _output_names(outputs: Iterable[str]) -> list[str]:
+    names = [str(name) for name in outputs]
+    for name in names:
+        if not name or name in (".", "..") or os.sep in name:
+            raise ValueError(f"outputs are file names beside the photo, not paths: {name!r}")
+    return names
 
 
 class StateDB(SQLiteFile):
-    """The state database; safe to share between the threads of one process."""
+    """The state database; safe to share between the threads of one process.
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path, SCHEMA, "state database", SCHEMA_VERSION)
+    ``readonly=True`` is for dry runs: the file is only read and never created (see :class:`SQLiteFile`).
+    Writes are accepted and land in an in-memory scratch that is thrown away, rather than being refused or
+    turned into no-op methods one by one: the pipeline needs no dry-run branches and cannot touch the file by
+    forgetting one.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False, busy_timeout: float = 30.0) -> None:
+        super().__init__(
+            path, SCHEMA, "state database", SCHEMA_VERSION, readonly=readonly, busy_timeout=busy_timeout
+        )
+        # a read-only version-1 file cannot be migrated: it reads as if no outputs had been recorded
+        try:
+            outputs = "outputs" if self.has_column("files", "outputs") else "'[]'"
+        except BaseException:
+            self.close()
+            raise
+        self._columns = f"path, size, mtime_ns, content_hash, status, error, fingerprints, updated, {outputs}"
+
+    def _migrations(self, db: sqlite3.Connection) -> list[str]:
+        if "outputs" in self._columns_of(db, "files"):
+            return []
+        return ["ALTER TABLE files ADD COLUMN outputs TEXT NOT NULL DEFAULT '[]'"]  # version 1 -> 2
 
     # -- files ------------------------------------------------------------------------------------------------
 
     @staticmethod
     def _record(row: tuple) -> FileRecord:
-        path, size, mtime_ns, content_hash, status, error, fps, updated = row
-        return FileRecord(Path(path), size, mtime_ns, content_hash, status, error, json.loads(fps), updated)
-
-    _COLUMNS = "path, size, mtime_ns, content_hash, status, error, fingerprints, updated"
+        path, size, mtime_ns, content_hash, status, error, fps, updated, outputs = row
+        return FileRecord(
+            path_from_db(path),
+            size,
+            mtime_ns,
+            content_hash,
+            status,
+            error,
+            json.loads(fps),
+            updated,
+            tuple(json.loads(outputs)),
+        )
 
     def file_record(self, path: Path) -> FileRecord | None:
-        rows = self._query(f"SELECT {self._COLUMNS} FROM files WHERE path = ?", (str(path),))
+        rows = self._query(f"SELECT {self._columns} FROM files WHERE path = ?", (db_path(path),))
         return self._record(rows[0]) if rows else None
 
-    def is_current(self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]) -> bool:
-        """True when ``path`` was done with exactly these analyzer fingerprints and has not changed since."""
+    def current_record(
+        self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]
+    ) -> FileRecord | None:
+        """The record of ``path`` when it was done with exactly these analyzer fingerprints and has not changed
+        since (see :meth:`is_current`); else None. The caller can stat ``outputs`` to find deleted sidecars."""
         rec = self.file_record(path)
-        return (
+        if (
             rec is not None
             and rec.status == "done"
             and rec.size == size
             and rec.mtime_ns == mtime_ns
             and dict(rec.fingerprints) == dict(fingerprints)
-        )
+        ):
+            return rec
+        return None
+
+    def is_current(self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]) -> bool:
+        """True when ``path`` was done with exactly these analyzer fingerprints and has not changed since."""
+        return self.current_record(path, size, mtime_ns, fingerprints) is not None
 
     def record_done(
-        self, photo: Photo, fingerprints: Mapping[str, str], error: str | None = None, status: str = "done"
+        self,
+        photo: Photo,
+        fingerprints: Mapping[str, str],
+        error: str | None = None,
+        status: str = "done",
+        outputs: Iterable[str] = (),
     ) -> None:
-        """Record ``photo`` (stat as it is *after* our writes) as processed with these analyzer fingerprints."""
+        """Record ``photo`` (stat as it is *after* our writes) as processed with these analyzer fingerprints;
+        ``outputs`` are the names of the files the writers produced beside it (ValueError for a path)."""
+        names = _output_names(outputs)
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO files"
-                " (path, size, mtime_ns, content_hash, status, error, fingerprints, updated)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " (path, size, mtime_ns, content_hash, status, error, fingerprints, updated, outputs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    str(photo.path),
+                    db_path(photo.path),
                     photo.size,
                     photo.mtime_ns,
                     photo.content_hash,
                     status,
-                    error,
+                    db_text(error),
                     json.dumps(dict(fingerprints), sort_keys=True),
                     time.time(),
+                    json.dumps(names),
                 ),
             )
 
@@ -131,27 +196,28 @@ class StateDB(SQLiteFile):
                 " ON CONFLICT(path) DO UPDATE SET size=excluded.size, mtime_ns=excluded.mtime_ns,"
                 " content_hash=COALESCE(excluded.content_hash, files.content_hash), status='failed',"
                 " error=excluded.error, updated=excluded.updated",
-                (str(path), size, mtime_ns, content_hash, error, time.time()),
+                (db_path(path), size, mtime_ns, content_hash, db_text(error), time.time()),
             )
 
     def forget(self, path: Path) -> None:
         """The file is gone: drop its row (cached results stay, keyed by content)."""
         with self._tx() as db:
-            db.execute("DELETE FROM files WHERE path = ?", (str(path),))
+            db.execute("DELETE FROM files WHERE path = ?", (db_path(path),))
 
     def rename(self, old: Path, new: Path) -> None:
         """Follow a move: the record keeps its hash and fingerprints under the new path."""
         with self._tx() as db:
-            db.execute("DELETE FROM files WHERE path = ?", (str(new),))
-            db.execute("UPDATE files SET path = ? WHERE path = ?", (str(new), str(old)))
+            db.execute("DELETE FROM files WHERE path = ?", (db_path(new),))
+            db.execute("UPDATE files SET path = ? WHERE path = ?", (db_path(new), db_path(old)))
 
     def records(self, under: Path | None = None, status: str | None = None) -> list[FileRecord]:
-        sql = f"SELECT {self._COLUMNS} FROM files WHERE 1=1"
+        """Records at any depth below ``under`` (all when None), optionally only those with ``status``."""
+        sql = f"SELECT {self._columns} FROM files WHERE 1=1"
         args: list[object] = []
         if under is not None:
-            prefix = str(under).rstrip("/") + "/"
-            sql += " AND substr(path, 1, ?) = ?"
-            args += [len(prefix), prefix]
+            clause, clause_args = under_clause("path", under)
+            sql += f" AND {clause}"
+            args += clause_args
         if status is not None:
             sql += " AND status = ?"
             args.append(status)
@@ -162,7 +228,7 @@ class StateDB(SQLiteFile):
 
     def paths_for_hash(self, content_hash: str) -> list[Path]:
         rows = self._query("SELECT path FROM files WHERE content_hash = ? ORDER BY path", (content_hash,))
-        return [Path(r[0]) for r in rows]
+        return [path_from_db(r[0]) for r in rows]
 
     # -- analyzer results -------------------------------------------------------------------------------------
 

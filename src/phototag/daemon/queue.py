@@ -10,6 +10,8 @@ Tables (all prefixed ``watch_``, next to the state DB's own ``files``/``runs``):
   rescan does not retry an unchanged broken file (a changed one, or ``phototag retry``, queues it again).
 - ``watch_meta``: counters (``done``) and the running daemon's heartbeat (JSON) for ``phototag status``.
 
+Paths that are not valid UTF-8 are stored as BLOBs of their bytes (:func:`~phototag.sqlitedb.db_path`).
+
 Every change is one transaction (WAL), so a crash leaves the queue as it was before or after the change. A
 claimed row stays in the table until its outcome is recorded: a daemon killed mid-batch finds the rows leased
 at its next start (:meth:`WorkQueue.recover`) and redoes them, one at a time, so that a photo that crashes the
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..sqlitedb import SQLiteFile
+from ..sqlitedb import SQLiteFile, db_path, db_text, path_from_db, under_clause
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watch_queue (
@@ -96,9 +98,21 @@ class WorkQueue(SQLiteFile):
     """The queue. Safe to share between the threads of one process (a lock serialises the connection)."""
 
     def __init__(
-        self, db_path: Path, *, owner: str | None = None, clock: Callable[[], float] = time.time
+        self,
+        db_path: Path,
+        *,
+        owner: str | None = None,
+        clock: Callable[[], float] = time.time,
+        readonly: bool = False,
+        busy_timeout: float = 30.0,
     ) -> None:
-        super().__init__(db_path, SCHEMA, "daemon's queue in the state database")
+        super().__init__(
+            db_path,
+            SCHEMA,
+            "daemon's queue in the state database",
+            readonly=readonly,
+            busy_timeout=busy_timeout,
+        )
         self.owner = owner or default_owner()
         self._clock = clock
 
@@ -108,7 +122,7 @@ class WorkQueue(SQLiteFile):
         """Queue ``paths``; returns how many were new. A path already waiting stays once; a path in flight is
         marked to be looked at again after its batch (it changed while being processed)."""
         now = self._clock()
-        rows = [(str(p), reason, now) for p in paths]
+        rows = [(db_path(p), db_text(reason), now) for p in paths]
         if not rows:
             return 0
         with self._tx() as db:
@@ -146,16 +160,17 @@ class WorkQueue(SQLiteFile):
                 " WHERE path = ?",
                 [(self.owner, now, r[0]) for r in rows],
             )
-        return [Job(Path(p), attempts + 1, crashes, reason) for p, attempts, crashes, reason in rows]
+        return [Job(path_from_db(p), attempts + 1, crashes, reason) for p, attempts, crashes, reason in rows]
 
     # -- outcomes ---------------------------------------------------------------------------------------------
 
     def complete(self, paths: Iterable[Path]) -> list[Path]:
         """The paths are done. Rows marked ``again`` go back to waiting (returned) instead of away."""
-        keys = [str(p) for p in paths]
+        done = list(paths)
         again: list[Path] = []
         with self._tx() as db:
-            for key in keys:
+            for path in done:
+                key = db_path(path)
                 row = db.execute(
                     "SELECT again FROM watch_queue WHERE path = ? AND lease = ?", (key, self.owner)
                 )
@@ -166,11 +181,11 @@ class WorkQueue(SQLiteFile):
                         " crashes = 0, last_error = NULL WHERE path = ?",
                         (key,),
                     )
-                    again.append(Path(key))
+                    again.append(path)
                 else:
                     db.execute("DELETE FROM watch_queue WHERE path = ?", (key,))
                 db.execute("DELETE FROM watch_failed WHERE path = ?", (key,))
-            self._bump(db, "done", len(keys))
+            self._bump(db, "done", len(done))
         return again
 
     def retry_later(self, path: Path, error: str, delay: float) -> None:
@@ -179,19 +194,20 @@ class WorkQueue(SQLiteFile):
             db.execute(
                 "UPDATE watch_queue SET lease = NULL, leased_at = NULL, not_before = ?, last_error = ?"
                 " WHERE path = ?",
-                (self._clock() + delay, error, str(path)),
+                (self._clock() + delay, db_text(error), db_path(path)),
             )
 
     def fail(self, path: Path, error: str, size: int | None = None, mtime_ns: int | None = None) -> None:
         """A permanent failure: off the queue, onto the failed list (with the stat it failed at)."""
+        key = db_path(path)
         with self._tx() as db:
-            row = db.execute("SELECT attempts FROM watch_queue WHERE path = ?", (str(path),)).fetchone()
+            row = db.execute("SELECT attempts FROM watch_queue WHERE path = ?", (key,)).fetchone()
             attempts = row[0] if row else 1
-            db.execute("DELETE FROM watch_queue WHERE path = ?", (str(path),))
+            db.execute("DELETE FROM watch_queue WHERE path = ?", (key,))
             db.execute(
                 "INSERT OR REPLACE INTO watch_failed (path, size, mtime_ns, error, attempts, failed_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (str(path), size, mtime_ns, error, attempts, self._clock()),
+                (key, size, mtime_ns, db_text(error), attempts, self._clock()),
             )
 
     def release(self, paths: Iterable[Path]) -> None:
@@ -200,7 +216,7 @@ class WorkQueue(SQLiteFile):
             db.executemany(
                 "UPDATE watch_queue SET lease = NULL, leased_at = NULL, attempts = MAX(attempts - 1, 0)"
                 " WHERE path = ? AND lease = ?",
-                [(str(p), self.owner) for p in paths],
+                [(db_path(p), self.owner) for p in paths],
             )
 
     def recover(self) -> list[Path]:
@@ -215,33 +231,31 @@ class WorkQueue(SQLiteFile):
                 " WHERE lease IS NOT NULL AND lease != ?",
                 (self.owner,),
             )
-        return [Path(r[0]) for r in rows]
+        return [path_from_db(r[0]) for r in rows]
 
     # -- removal ----------------------------------------------------------------------------------------------
 
     def remove(self, paths: Iterable[Path]) -> None:
         """Forget paths entirely (deleted or moved away): waiting rows and failures. In-flight rows stay
         (their batch reports them)."""
-        keys = [(str(p),) for p in paths]
+        keys = [(db_path(p),) for p in paths]
         with self._tx() as db:
             db.executemany("DELETE FROM watch_queue WHERE path = ? AND lease IS NULL", keys)
             db.executemany("DELETE FROM watch_failed WHERE path = ?", keys)
 
     def drop(self, paths: Iterable[Path]) -> None:
         """Remove paths whatever their state (a claimed file turned out to be gone)."""
-        keys = [(str(p),) for p in paths]
+        keys = [(db_path(p),) for p in paths]
         with self._tx() as db:
             db.executemany("DELETE FROM watch_queue WHERE path = ?", keys)
             db.executemany("DELETE FROM watch_failed WHERE path = ?", keys)
 
     def remove_under(self, folder: Path) -> None:
-        prefix = str(folder).rstrip("/") + "/"
+        """Forget every waiting row and failure at any depth below ``folder`` (it was deleted or moved away)."""
+        clause, args = under_clause("path", folder)
         with self._tx() as db:
-            db.execute(
-                "DELETE FROM watch_queue WHERE lease IS NULL AND substr(path, 1, ?) = ?",
-                (len(prefix), prefix),
-            )
-            db.execute("DELETE FROM watch_failed WHERE substr(path, 1, ?) = ?", (len(prefix), prefix))
+            db.execute(f"DELETE FROM watch_queue WHERE lease IS NULL AND {clause}", args)
+            db.execute(f"DELETE FROM watch_failed WHERE {clause}", args)
 
     # -- failures ---------------------------------------------------------------------------------------------
 
@@ -249,11 +263,12 @@ class WorkQueue(SQLiteFile):
         rows = self._query(
             "SELECT path, error, attempts, failed_at, size, mtime_ns FROM watch_failed ORDER BY failed_at, path"
         )
-        return [Failure(Path(p), e, a, t, s, m) for p, e, a, t, s, m in rows]
+        return [Failure(path_from_db(p), e, a, t, s, m) for p, e, a, t, s, m in rows]
 
     def failed_stats(self) -> dict[str, tuple[int | None, int | None]]:
-        """path -> (size, mtime_ns) each failure was recorded at (a rescan skips unchanged failures)."""
-        return {p: (s, m) for p, s, m in self._query("SELECT path, size, mtime_ns FROM watch_failed")}
+        """``str(path)`` -> (size, mtime_ns) each failure was recorded at (a rescan skips unchanged failures)."""
+        rows = self._query("SELECT path, size, mtime_ns FROM watch_failed")
+        return {str(path_from_db(p)): (s, m) for p, s, m in rows}
 
     def retry_failed(self, paths: Iterable[Path] | None = None) -> list[Path]:
         """Move failures (all, or those at or below ``paths``) back to the queue; returns them."""
@@ -264,11 +279,11 @@ class WorkQueue(SQLiteFile):
         now = self._clock()
         with self._tx() as db:
             for p in chosen:
-                db.execute("DELETE FROM watch_failed WHERE path = ?", (str(p),))
+                db.execute("DELETE FROM watch_failed WHERE path = ?", (db_path(p),))
                 db.execute(
                     "INSERT INTO watch_queue (path, reason, enqueued) VALUES (?, 'retry', ?)"
                     " ON CONFLICT(path) DO NOTHING",
-                    (str(p), now),
+                    (db_path(p), now),
                 )
         return chosen
 
@@ -286,8 +301,8 @@ class WorkQueue(SQLiteFile):
         return QueueCounts(queued, retrying, in_flight, failed, int(self.get_meta("done") or 0))
 
     def waiting(self) -> set[str]:
-        """Every path in the queue (waiting or in flight)."""
-        return {r[0] for r in self._query("SELECT path FROM watch_queue")}
+        """Every path in the queue (waiting or in flight), as ``str(path)``."""
+        return {str(path_from_db(r[0])) for r in self._query("SELECT path FROM watch_queue")}
 
     def next_due(self) -> float | None:
         """When the earliest waiting row becomes due (None: nothing waits)."""
@@ -300,7 +315,7 @@ class WorkQueue(SQLiteFile):
 
     def set_meta(self, key: str, value: str) -> None:
         with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO watch_meta (key, value) VALUES (?, ?)", (key, value))
+            db.execute("INSERT OR REPLACE INTO watch_meta (key, value) VALUES (?, ?)", (key, db_text(value)))
 
     def heartbeat(self, info: dict[str, Any]) -> None:
         """Publish the running daemon's state for ``phototag status``."""
