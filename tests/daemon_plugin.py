@@ -20,6 +20,7 @@ import numpy as np
 
 from phototag import Analysis, DecodedImage, Device, ModelInfo, Needs, Tag, hookimpl
 from phototag.config import Config, PluginSettings
+from phototag.errors import display
 from phototag.types import Analyzer, Task, fingerprint_of
 
 
@@ -62,7 +63,7 @@ class CountingAnalyzer:
             out.append(
                 Analysis(tags=(Tag(light, 0.9, ("Light", light)), Tag(channel, 0.8, ("Colour", channel))))
             )
-            self._note(f"analyzed {d.photo.content_hash} {d.photo.path} {os.getpid()}")
+            self._note(f"analyzed {d.photo.content_hash} {display(d.photo.path)} {os.getpid()}")
         return out
 
     def unload(self) -> None:

@@ -203,7 +203,7 @@ class Daemon:
                 return []
 
     def done_paths(self) -> set[str]:
-        return {r[0] for r in self.sql("SELECT path FROM files WHERE status = 'done'")}
+        return {as_str(r[0]) for r in self.sql("SELECT path FROM files WHERE status = 'done'")}
 
     def meta(self, key: str) -> int:
         rows = self.sql("SELECT value FROM watch_meta WHERE key = ?", (key,))
@@ -214,7 +214,7 @@ class Daemon:
         return int(rows[0][0]) if rows else 0
 
     def failed(self) -> dict[str, str]:
-        return dict(self.sql("SELECT path, error FROM watch_failed"))
+        return {as_str(path): error for path, error in self.sql("SELECT path, error FROM watch_failed")}
 
     def wait_done(self, paths: list[Path], timeout: float = 60) -> None:
         want = {str(p) for p in paths}
@@ -230,6 +230,11 @@ class Daemon:
         )  # fmt: skip
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
+
+
+def as_str(value: str | bytes) -> str:
+    """A path column as str (names that are not UTF-8 are stored as BLOBs)."""
+    return os.fsdecode(value) if isinstance(value, bytes) else value
 
 
 def content_hash(path: Path) -> str:

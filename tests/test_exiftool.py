@@ -17,8 +17,6 @@ from phototag.exiftool import (
     CONFIG_FILE,
     NAMESPACE_URI,
     Exiftool,
-    clean_stale_tmp,
-    remove_stale_tmp_for,
     serialize_struct,
 )
 
@@ -255,39 +253,3 @@ def test_text_named_jpg_is_refused_and_left_untouched(et: Exiftool, tmp_path: Pa
     with pytest.raises(MetadataError, match=r"notes\.jpg.*Fix: the file is not a valid image"):
         et.write(fake, "-XMP-dc:Subject+=x")
     assert fake.read_text() == "just some text\n"
-
-
-# -- stale temp files ----------------------------------------------------------------------------------------
-
-
-def test_stale_tmp_blocks_writes_until_cleaned(et: Exiftool, photos: Path) -> None:
-    photo = photos / "cat.jpg"
-    stale = photos / "cat.jpg_exiftool_tmp"
-    stale.write_bytes(b"half a jpeg")
-    with pytest.raises(MetadataError, match="Temporary file already exists"):
-        et.write(photo, "-XMP-dc:Subject+=x")
-    (photos / "sub").mkdir()
-    nested = photos / "sub" / "x.png_exiftool_tmp"
-    nested.write_bytes(b"")
-    assert clean_stale_tmp(photos) == [stale]
-    assert nested.exists()
-    assert clean_stale_tmp(photos, recursive=True) == [nested]
-    et.write(photo, "-XMP-dc:Subject+=x")
-    assert et.read_tags(photo, "XMP-dc:Subject") == {"XMP-dc:Subject": ["x"]}
-
-
-def test_clean_stale_tmp_spares_young_files(photos: Path) -> None:
-    stale = photos / "cat.jpg_exiftool_tmp"
-    stale.write_bytes(b"")
-    assert clean_stale_tmp(photos, older_than=3600) == []
-    old = time.time() - 7200
-    os.utime(stale, (old, old))
-    assert clean_stale_tmp(photos, older_than=3600) == [stale]
-
-
-def test_remove_stale_tmp_for_one_file(photos: Path) -> None:
-    photo = photos / "cat.jpg"
-    assert remove_stale_tmp_for(photo) is False
-    (photos / "cat.jpg_exiftool_tmp").write_bytes(b"")
-    assert remove_stale_tmp_for(photo) is True
-    assert not (photos / "cat.jpg_exiftool_tmp").exists()

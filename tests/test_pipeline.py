@@ -278,7 +278,7 @@ def test_unreadable_path_is_a_clear_error(photos: Path, make_config, pm) -> None
     with registered(pm, Plugin(Brightness()), "inline"):
         _summary, outcomes = collect(make_config(), pm, [target, photos / "cat.jpg"])
     assert "folder.jpg" in outcomes["folder.jpg"].message
-    assert "directory" in outcomes["folder.jpg"].message.lower()
+    assert "not a regular file (a folder)" in outcomes["folder.jpg"].message
     assert outcomes["cat.jpg"].status == "tagged"
 
 

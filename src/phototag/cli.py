@@ -21,9 +21,10 @@ import pluggy
 
 from . import __version__
 from .config import Config, load_config, parse_overrides
-from .errors import ConfigError, PhototagError, PluginError
+from .errors import ConfigError, PhototagError, PluginError, display
 from .manager import PluginStatus, collect, get_plugin_manager
 from .report import describe_outcome
+from .state_commands import state_group
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 log = logging.getLogger("phototag")
@@ -83,7 +84,7 @@ def cli(
 def _outcome_json(outcome: Any) -> dict[str, Any]:
     from .serialize import result_to_dict
 
-    doc: dict[str, Any] = {"path": str(outcome.path), "status": outcome.status}
+    doc: dict[str, Any] = {"path": display(outcome.path), "status": outcome.status}
     if outcome.message:
         doc["message"] = outcome.message
     if outcome.result is not None:
@@ -100,14 +101,20 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
 def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, as_json: bool) -> None:
     """Tag the photos in PATHS (files or folders, recursive; default: the configured folders), then exit."""
     from .files import iter_photos
-    from .pipeline import Pipeline
+    from .pipeline import Outcome, Pipeline
+    from .state import StateDB
 
     config = state.config()
     roots = list(paths) or list(config.folders)
     if not roots:
         raise click.UsageError("no PATH given and no folders configured (set folders: in the config)")
+    unreadable: list[Outcome] = []
+
+    def walk_error(path: Path, why: str) -> None:
+        unreadable.append(Outcome(path, "failed", f"{display(path)}: {why}"))
+
     try:
-        files = list(iter_photos(roots, config))
+        files = list(iter_photos(roots, config, on_error=walk_error))
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from None
     log.info("%d files to look at under %s", len(files), ", ".join(map(str, roots)))
@@ -132,10 +139,16 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
         if bar is not None:
             bar.update(1)
 
-    with Pipeline.from_config(config, state.pm) as pipeline:
+    # a dry run writes nothing, the state DB included (read-only, or in memory when there is none yet)
+    db = StateDB(config.state_db, readonly=dry_run)
+    with Pipeline.from_config(config, state.pm, state=db) as pipeline:
         for message in pipeline.setup_errors:
             click.echo(f"warning: {message}", err=True)
+        for outcome in unreadable:
+            report(outcome)
         summary = pipeline.run(files, force=force, dry_run=dry_run, on_outcome=report)
+        for outcome in unreadable:
+            summary.add(outcome)
         pipeline.state.close()
     if bar is not None:
         bar.close()
@@ -146,7 +159,7 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
         err=as_json,
     )
     for failure in summary.failures:
-        click.echo(f"  failed: {failure.message}", err=True)
+        click.echo(f"  failed: {display(failure.message)}", err=True)
     if summary.failed:
         sys.exit(EXIT_FAILURES)
 
@@ -160,25 +173,37 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
 def untag(state: CliState, paths: tuple[Path, ...]) -> None:
     """Remove exactly what phototag wrote to PATHS (keywords, caption, regions, sidecars); keep the user's own."""
     from .files import iter_photos
+    from .folderlock import folder_lock
     from .state import StateDB
 
     config = state.config()
     writers = [w for _, w in collect(state.pm, "register_writers", _raise, config=config)]
     failed = 0
     db = StateDB(config.state_db)
+
+    def walk_error(path: Path, why: str) -> None:
+        nonlocal failed
+        failed += 1
+        click.echo(f"{display(path)}: {why}", err=True)
+
     try:
-        for path in iter_photos(paths, config):
-            for writer in writers:
-                remove = getattr(writer, "remove", None)
-                if remove is None:
-                    continue
-                try:
-                    remove(path)
-                except PhototagError as e:
-                    failed += 1
-                    click.echo(f"{path}: {e}", err=True)
+        for path in iter_photos(paths, config, on_error=walk_error):
+            problems = []
+            with folder_lock(path.parent):
+                for writer in writers:
+                    remove = getattr(writer, "remove", None)
+                    if remove is None:
+                        continue
+                    try:
+                        remove(path)
+                    except (PhototagError, OSError) as e:
+                        problems.append(str(e))
+            if problems:
+                failed += 1
+                click.echo(f"{display(path)}: NOT untagged: {'; '.join(problems)}", err=True)
+                continue
             db.forget(path)
-            click.echo(f"{path}: untagged")
+            click.echo(f"{display(path)}: untagged")
     finally:
         for writer in writers:
             writer.close()
@@ -319,6 +344,9 @@ def config_command(state: CliState, defaults: bool) -> None:
     doc = config.model_dump(mode="json", exclude={"lines", "source"})
     click.echo(f"# effective configuration from {config.source}")
     click.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+
+
+cli.add_command(state_group)
 
 
 # -- entry point --------------------------------------------------------------------------------------------------

@@ -62,6 +62,9 @@ class MetadataSettings(Section):
     """Write ``photo.jpg.phototag.json`` with every score, box and model id."""
     xmp: bool = True
     """Write XMP/EXIF through exiftool. Off: JSON only."""
+    write_read_only: bool = False
+    """Rewrite sidecars and photos that have no write permission bit (``chmod a-w``). Off: such files are
+    reported and left alone."""
 
 
 class ExiftoolSettings(Section):
@@ -283,11 +286,20 @@ def load_config(
     if path is not None:
         source = str(path)
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            raw = Path(path).read_bytes()
         except OSError as e:
             raise ConfigError(
-                f"cannot read the config file: {e.strerror}. Pass an existing file to --config."
+                f"cannot read the config file: {e.strerror}. Pass an existing file to --config.",
+                source=source,
             ) from e
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as e:
+            line = raw[: e.start].count(b"\n") + 1
+            raise ConfigError(
+                f"the file is not UTF-8 text (byte 0x{raw[e.start]:02x} on line {line}): save it as UTF-8",
+                source=source,
+            ) from None
         try:
             loaded = yaml.safe_load(text)
             lines = _line_map(text)

@@ -20,7 +20,13 @@ Argument encoding (``-@`` reads one argument per line, so a newline in a value w
   private temp file, so it round-trips byte for byte and can never become an argument;
 * any other argument with a line break, or starting with white space or ``#``, is sent as a ``#[CSTR]`` line
   (C escapes). exiftool 12.57 mangles ``$`` and ``@`` in such lines, so those are refused with a clear error;
-* NUL characters are refused everywhere.
+* NUL characters are refused everywhere;
+* file names are bytes on Linux: a name that is not valid UTF-8 (Python's lone surrogates) is sent as its
+  original bytes (``surrogateescape``), which exiftool opens as they are;
+* file names are never put where exiftool expands format codes (``-tagsFromFile FILE``, ``-o FILE``,
+  ``-TAG<=FILE``, ``-w``): ``%d``, ``%e``, ``%f`` in a name would make exiftool read or write *another* file, and
+  ``%%`` is not a reliable escape in 12.57. Sources are the target itself (``-tagsFromFile @``) and outputs
+  are phototag's own temp names in a private folder (:func:`private_dir`).
 
 Reading goes through ``-j -struct -G1`` with an ``-api Filter`` that prefixes every value with ``\\x1f``:
 exiftool's JSON writes number-like strings as numbers and ``true``/``false`` as booleans, so a keyword
@@ -56,7 +62,6 @@ log = logging.getLogger(__name__)
 CONFIG_FILE = Path(str(resources.files("phototag") / "data" / "exiftool.config"))
 """exiftool configuration defining the ``XMP-phototag`` namespace (``http://ns.phototag.dev/1.0/``)."""
 NAMESPACE_URI = "http://ns.phototag.dev/1.0/"
-STALE_SUFFIX = "_exiftool_tmp"
 
 _ASSIGNMENT = re.compile(r"-[-:\w]+#?([-+<]?)=")
 _MARK = "\x1f"  # prefix the read filter puts before every value (see the module docstring)
@@ -305,7 +310,7 @@ class Exiftool:
 
     def _value_file(self, value: str) -> Path:
         if self._tmpdir is None or not self._tmpdir.is_dir():
-            self._tmpdir = Path(tempfile.mkdtemp(prefix="phototag-exiftool-"))
+            self._tmpdir = private_dir("phototag-exiftool-")
         self._counter += 1
         f = self._tmpdir / f"value-{self._counter}"
         f.write_bytes(value.encode("utf-8"))
@@ -321,7 +326,7 @@ class Exiftool:
             marker = f"{{phototag-{self._token}-{n} ${{status}}}}"
             payload = "".join(f"{line}\n" for line in lines) + f"-echo4\n{marker}\n-execute{n}\n"
             try:
-                return self._exchange(proc, payload.encode("utf-8"), n, timeout, subject)
+                return self._exchange(proc, payload.encode("utf-8", "surrogateescape"), n, timeout, subject)
             except _NotSent:
                 # it died between commands (e.g. kill -9) before reading a byte: sending again is safe
                 self._reap()
@@ -430,7 +435,10 @@ def _unmark(value: Any) -> Any:
 
 
 _HINTS = (
-    (("temporary file already exists",), "a killed exiftool left FILE_exiftool_tmp behind: remove it"),
+    (
+        ("temporary file already exists",),
+        "another exiftool is writing this file, or a killed one left FILE_exiftool_tmp behind",
+    ),
     (
         (
             "permission denied",
@@ -485,43 +493,24 @@ def serialize_struct(value: Any) -> str:
     return re.sub(r"^([\s\[{])", r"|\1", text)
 
 
-def clean_stale_tmp(folder: Path | str, recursive: bool = False, older_than: float = 0.0) -> list[Path]:
-    """Remove ``*_exiftool_tmp`` files that a killed exiftool left in ``folder``; return what was removed.
-
-    exiftool refuses to write ``photo.jpg`` while ``photo.jpg_exiftool_tmp`` exists, so one stale file blocks
-    every later write to that photo. Run at start (before any exiftool of ours writes); ``older_than``
-    (seconds) spares files a concurrent exiftool may still be writing.
-    """
-    folder = Path(folder)
-    pattern = f"**/*{STALE_SUFFIX}" if recursive else f"*{STALE_SUFFIX}"
-    removed: list[Path] = []
-    now = time.time()
-    for tmp in folder.glob(pattern):
-        try:
-            if not tmp.is_file() or now - tmp.stat().st_mtime < older_than:
-                continue
-            tmp.unlink()
-        except OSError as e:
-            log.warning("cannot remove stale exiftool temp file %s: %s", tmp, e)
-            continue
-        log.warning("removed stale exiftool temp file %s (left by a killed exiftool)", tmp)
-        removed.append(tmp)
-    return removed
+def private_dir(prefix: str) -> Path:
+    """A new private temp folder (mode 0700) whose path holds no ``%`` (exiftool would read it as a format
+    code where it takes an output or source file name)."""
+    for base in (tempfile.gettempdir(), "/tmp", "/var/tmp"):
+        if "%" not in base and os.path.isdir(base):
+            return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+    raise MetadataError(tempfile.gettempdir(), "no temp folder without '%' in its path: set TMPDIR")
 
 
-def remove_stale_tmp_for(path: Path) -> bool:
-    """Remove ``path``'s own stale ``PATH_exiftool_tmp`` if there is one (it would block writing ``path``)."""
-    tmp = path.with_name(path.name + STALE_SUFFIX)
-    if not tmp.is_file():
-        return False
+def disk_full(path: Path) -> bool:
+    """True when the file system holding ``path`` has (almost) no space left for it: exiftool says only "Error
+    writing output file", so a failed write checks this to tell the user what happened."""
     try:
-        tmp.unlink()
-    except OSError as e:
-        raise MetadataError(
-            path, f"a stale {tmp.name} blocks writing and cannot be removed: {e.strerror}"
-        ) from e
-    log.warning("removed stale exiftool temp file %s (left by a killed exiftool)", tmp)
-    return True
+        vfs = os.statvfs(path.parent)
+        size = path.stat().st_size if path.exists() else 0
+    except OSError:
+        return False
+    return vfs.f_bavail * vfs.f_frsize < size + (1 << 20)
 
 
 def as_list(value: Any) -> list[Any]:

@@ -41,6 +41,7 @@ from PIL import Image, ImageChops, ImageSequence, UnidentifiedImageError
 
 from .config import ImageSettings
 from .errors import ImageError
+from .files import open_regular
 from .types import DecodedImage, Photo
 
 log = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ def read_image(path: Path | str, min_side: int, settings: ImageSettings) -> Fram
     limit = int(settings.max_megapixels * 1_000_000)
     _raise_pillow_limit(limit)
     try:
-        with open(path, "rb") as fp:
+        with open_regular(path, ImageError) as fp:
             if os.fstat(fp.fileno()).st_size == 0:
                 raise ImageError(path, "empty file (0 bytes): a failed copy, or still being written")
             if suffix in RAW_EXTENSIONS:
@@ -140,7 +141,7 @@ def photo_dimensions(path: Path | str) -> tuple[int, int]:
     (for RAW files with rawpy: the sensor's output size; without it, the size of the preview Pillow finds)."""
     path = Path(path)
     try:
-        with open(path, "rb") as fp:
+        with open_regular(path, ImageError) as fp:
             if path.suffix.lower() in RAW_EXTENSIONS:
                 dims = _raw_dimensions(path)
                 if dims is not None:
@@ -159,7 +160,7 @@ def pixel_hash(path: Path | str) -> str:
     path = Path(path)
     digest = hashlib.sha256()
     try:
-        with open(path, "rb") as fp, _open_pillow(path, fp) as im:
+        with open_regular(path, ImageError) as fp, _open_pillow(path, fp) as im:
             for frame in ImageSequence.Iterator(im):
                 frame.load()
                 digest.update(f"{frame.mode} {frame.size}\n".encode())

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,21 +28,25 @@ from typing import Any, Literal
 
 import pluggy
 
+from .claims import Claims
 from .config import Config
 from .errors import (
+    TRANSIENT_ERRNOS,
     ConfigError,
-    ExiftoolDied,
-    ExiftoolTimeout,
     FileError,
     ModelUnavailableError,
     PhototagError,
+    display,
 )
 from .files import hash_file, make_photo
+from .folderlock import FolderBusy, folder_lock
 from .hardware import Hardware, apply_threads, choose_device, probe
 from .images import decode, photo_dimensions
 from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, short_name
 from .models import shared_pool
+from .recover import runs_from_sidecar
 from .state import StateDB
+from .tempfiles import remove_stale_in
 from .types import Analyzer, AnalyzerRun, DecodedImage, Device, ModelInfo, Photo, PhotoResult, Writer
 
 log = logging.getLogger(__name__)
@@ -97,6 +102,7 @@ class _Item:
     width: int = 0
     height: int = 0
     outcome: Outcome | None = None  # set when the item is finished early (skipped, failed)
+    claimed: bool = False  # this process claimed it for analysis (claims.py)
 
 
 class Pipeline:
@@ -123,6 +129,8 @@ class Pipeline:
         self._loaded: set[str] = set()
         self._broken: dict[str, str] = {}
         self._fingerprints: dict[str, str] | None = None
+        self._cleaned: set[Path] = set()
+        self.claims = Claims(state.path, readonly=state.readonly)
         self._pool = ThreadPoolExecutor(
             max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
         )
@@ -164,12 +172,18 @@ class Pipeline:
         return self._fingerprints
 
     def is_current(self, path: Path) -> bool:
-        """Stat-only check: was ``path`` done with the current analyzers and is it unchanged since?"""
+        """Stat-only check: was ``path`` done with the current analyzers, is it unchanged since, and are the
+        files the writers made for it still there?"""
         try:
             st = path.stat()
         except OSError:
             return False
-        return self.state.is_current(path, st.st_size, st.st_mtime_ns, self.fingerprints())
+        return self._done(path, st, self.fingerprints())
+
+    def _done(self, path: Path, st: os.stat_result, fingerprints: dict[str, str]) -> bool:
+        rec = self.state.current_record(path, st.st_size, st.st_mtime_ns, fingerprints)
+        # a sidecar the user deleted is made again (from the cached results: no model runs)
+        return rec is not None and all(os.path.lexists(path.parent / name) for name in rec.outputs)
 
     def process(self, paths: Sequence[Path], *, force: bool = False, dry_run: bool = False) -> list[Outcome]:
         """Process one batch to the end; returns one outcome per path, in order."""
@@ -218,6 +232,11 @@ class Pipeline:
     def close(self) -> None:
         """Unload models, close writers (exiftool) and the decode pool. The state DB stays open for the caller."""
         self._pool.shutdown(wait=True)
+        try:
+            self.claims.release_all()
+        except PhototagError as e:
+            log.warning("could not drop this run's claims (the next run takes them over): %s", e)
+        self.claims.close()
         for writer in self.writers:
             try:
                 writer.close()
@@ -251,18 +270,22 @@ class Pipeline:
     def _prepare_one(self, item: _Item, force: bool, fingerprints: dict[str, str]) -> None:
         try:
             st = item.path.stat()
-            if not force and self.state.is_current(item.path, st.st_size, st.st_mtime_ns, fingerprints):
+            if not force and self._done(item.path, st, fingerprints):
                 item.outcome = Outcome(item.path, "skipped", "already done with the same models")
                 return
             item.photo = make_photo(item.path)
         except FileNotFoundError:
             item.outcome = Outcome(
-                item.path, "failed", f"{item.path}: file vanished before it was read", True
+                item.path, "failed", f"{display(item.path)}: file vanished before it was read", True
             )
             return
         except OSError as e:
             item.outcome = _failed_io(item.path, e, "reading")
             return
+        except FileError as e:  # not a regular file
+            item.outcome = Outcome(item.path, "failed", str(e))
+            return
+        recovered: dict[str, AnalyzerRun] | None = None
         for analyzer in self.analyzers:
             cached = (
                 None
@@ -271,10 +294,26 @@ class Pipeline:
                     item.photo.content_hash, analyzer.name, fingerprints[analyzer.name]
                 )
             )
+            if cached is None and not force:
+                # a lost or rebuilt state DB: the photo's JSON sidecar still holds results for these bytes
+                if recovered is None:
+                    recovered = runs_from_sidecar(item.path, item.photo.content_hash, fingerprints)
+                cached = recovered.get(analyzer.name)
             if cached is not None:
                 item.runs[analyzer.name] = cached
             else:
                 item.todo.append(analyzer)
+        if item.todo:
+            # one process analyses a photo at a time: another scan or the daemon may be at it already
+            held = self.claims.claim([item.path])
+            if item.path in held:
+                other = held[item.path]
+                item.outcome = Outcome(
+                    item.path, "skipped", f"being analysed by another phototag process (pid {other.pid} on "
+                    f"{other.host})"
+                )  # fmt: skip
+                return
+            item.claimed = True
         min_side = max((a.input_size for a in item.todo), default=0)
         try:
             if item.todo:
@@ -298,6 +337,9 @@ class Pipeline:
             item.outcome = self._write_and_record(item, dry_run)
         for item in items:
             item.image = None  # free pixels as soon as the batch is done
+        claimed = [i.path for i in items if i.claimed]
+        if claimed:
+            self.claims.release(claimed)
         return [i.outcome for i in items if i.outcome is not None]
 
     def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
@@ -371,27 +413,53 @@ class Pipeline:
         if dry_run:
             return Outcome(item.path, "dry-run", "; ".join(errors), result=result)
         try:
+            with folder_lock(item.path.parent):
+                return self._write_locked(item, result, errors)
+        except FolderBusy as e:
+            return Outcome(item.path, "failed", str(e), True, result)
+
+    def _write_locked(self, item: _Item, result: PhotoResult, errors: list[str]) -> Outcome:
+        """Write and record one photo while holding its folder's lock (no other phototag writes there)."""
+        photo, runs = result.photo, result.runs
+        if item.path.parent not in self._cleaned:  # temp files of a killed run, once per folder and run
+            self._cleaned.add(item.path.parent)
+            remove_stale_in(item.path.parent)
+        try:
             st = item.path.stat()
         except OSError as e:
             return _failed_io(item.path, e, "re-checking")
         if (st.st_size, st.st_mtime_ns) != (photo.size, photo.mtime_ns):
+            if not errors and self._done(item.path, st, self.fingerprints()):
+                # another phototag process on this state DB finished it while we analysed it
+                return Outcome(item.path, "skipped", "done meanwhile by another phototag process")
             return Outcome(
-                item.path, "failed", f"{item.path}: changed while being analysed; will retry", True
+                item.path, "failed", f"{display(item.path)}: changed while being analysed; will retry", True
             )
         for writer in self.writers:
             try:
                 writer.write(result)
             except Exception as e:
-                message = str(e) if isinstance(e, FileError) else f"{item.path}: writer {writer.name}: {e}"
+                message = (
+                    str(e) if isinstance(e, FileError) else f"{display(item.path)}: writer {writer.name}: {e}"
+                )
                 log.error("%s", message)
                 self._record_failure(item.path, message, photo.content_hash)
                 return Outcome(item.path, "failed", message, _is_transient(e), result)
-        written = self._after_write(photo)
+        try:
+            written = self._after_write(photo)
+        except OSError as e:  # moved or deleted right after our write
+            return _failed_io(item.path, e, "recording")
         self.state.store_runs(photo.content_hash, list(runs))
         if written.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
             self.state.store_runs(written.content_hash, list(runs))
         ok = {r.analyzer: r.fingerprint for r in runs if r.error is None}
-        self.state.record_done(written, ok, "; ".join(errors) or None, status="failed" if errors else "done")
+        self.state.record_done(
+            written,
+            ok,
+            "; ".join(errors) or None,
+            status="failed" if errors else "done",
+            outputs=self._outputs(item.path),
+        )
         if self.hook is not None:
             try:
                 self.hook.photo_processed(result=result)
@@ -400,6 +468,16 @@ class Pipeline:
         if errors:
             return Outcome(item.path, "failed", "; ".join(errors), False, result)
         return Outcome(item.path, "tagged", result=result)
+
+    def _outputs(self, path: Path) -> list[str]:
+        """Names of the files the writers made for ``path`` that exist now (beside the photo)."""
+        names = []
+        for writer in self.writers:
+            owned = getattr(writer, "owned_files", None)
+            for out in owned(path) if owned is not None else ():
+                if os.path.lexists(out):
+                    names.append(out.name)
+        return names
 
     def _after_write(self, photo: Photo) -> Photo:
         """The photo as it is on disk after our writes (embed mode changes size, mtime and bytes)."""
@@ -448,10 +526,6 @@ def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield batch
 
 
-# Errors that say "try again later" (busy, full, flaky disk or share), not "this file is bad".
-TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EBUSY, errno.ENOSPC, errno.EIO, errno.ETIMEDOUT})
-
-
 def _safe_model_info(analyzer: Analyzer) -> ModelInfo:
     try:
         return analyzer.model_info()
@@ -462,12 +536,16 @@ def _safe_model_info(analyzer: Analyzer) -> ModelInfo:
 def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:
     transient = e.errno in TRANSIENT_ERRNOS
     hint = " (check the file's permissions)" if e.errno in (errno.EACCES, errno.EPERM) else ""
-    return Outcome(path, "failed", f"{path}: error while {doing}: {e.strerror or e}{hint}", transient)
+    if e.errno == errno.ENOSPC:
+        hint = ": the disk is full"
+    return Outcome(
+        path, "failed", f"{display(path)}: error while {doing}: {e.strerror or e}{hint}", transient
+    )
 
 
 def _is_transient(e: Exception) -> bool:
-    if isinstance(e, (ExiftoolTimeout, ExiftoolDied)):
-        return True
+    if isinstance(e, FileError):
+        return e.transient
     cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
     return isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
 

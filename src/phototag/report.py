@@ -4,10 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import display
+
 
 def describe_outcome(outcome: Any, full_path: bool = False) -> str:
-    """One human line per photo: keywords with scores, objects, faces, caption."""
-    name = str(outcome.path) if full_path else outcome.path.name
+    """One human line per photo: keywords with scores, objects, faces, caption. Always printable (a file
+    name that is not UTF-8 shows its odd bytes as ``\\xNN``)."""
+    return display(_describe(outcome, full_path))
+
+
+def _describe(outcome: Any, full_path: bool) -> str:
+    name = display(outcome.path if full_path else outcome.path.name)
     if outcome.status == "skipped":
         return f"{name}: skipped ({outcome.message})"
     result = getattr(outcome, "result", None)  # the daemon's processors may report outcomes without results

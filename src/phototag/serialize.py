@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .errors import display
 from .types import Analysis, AnalyzerRun, ModelInfo, PhotoResult, Region, Tag
 
 SCHEMA_VERSION = 1
@@ -97,7 +98,7 @@ def result_to_dict(result: PhotoResult, extra: dict[str, Any] | None = None) -> 
     doc: dict[str, Any] = {
         "schema": "phototag/result",
         "schema_version": SCHEMA_VERSION,
-        "file": result.photo.path.name,
+        "file": display(result.photo.path.name),
         "content_hash": result.photo.content_hash,
         "size": result.photo.size,
         "dimensions": {"width": result.width, "height": result.height},

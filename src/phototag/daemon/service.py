@@ -34,7 +34,7 @@ from typing import Any
 
 from .. import __version__
 from ..config import Config
-from ..errors import PhototagError, StateError
+from ..errors import PhototagError, StateError, display
 from .queue import WorkQueue
 from .scan import excluded_folder, relevant, walk
 from .sdnotify import Notifier
@@ -489,7 +489,18 @@ class Service:
             known = self.processor.records(root)
             seen: set[str] = set()
             settled: list[tuple[Path, FileStat]] = []
-            for path, stat in walk(root, self.config, remove_stale_tmp=initial, progress=progress):
+
+            def walk_error(path: Path, why: str, seen: set[str] = seen) -> None:
+                # nothing is skipped silently: `phototag status` lists it with the reason
+                seen.add(str(path))
+                if str(path) not in failed:
+                    log.warning("%s: %s", display(path), why)
+                assert self.queue is not None
+                self.queue.fail(path, f"{display(path)}: {why}")
+
+            for path, stat in walk(
+                root, self.config, remove_stale_tmp=initial, progress=progress, on_error=walk_error
+            ):
                 key = str(path)
                 seen.add(key)
                 rec = known.get(key)

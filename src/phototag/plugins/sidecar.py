@@ -1,22 +1,25 @@
 """The JSON sidecar writer: ``photo.jpg.phototag.json`` with every score, box, model id and timing.
 
-Written atomically: a temp file in the same folder, fsync, ``os.replace``, fsync of the folder. A crash leaves
-the old sidecar or the new one, never half of one.
+Written atomically: a temp file in the same folder (``.phototag-<hex>.tmp``), fsync, ``os.replace``, fsync of
+the folder. A crash leaves the old sidecar or the new one, never half of one. The caller holds the folder's
+lock (:mod:`phototag.folderlock`).
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__, hookimpl
 from ..config import Config
-from ..errors import MetadataError
+from ..errors import MetadataError, display
+from ..fileattrs import check_rewritable, keep_attributes, write_target
 from ..serialize import result_to_dict
+from ..tempfiles import own_temp_name
 from ..types import PhotoResult, Writer
 
 SUFFIX = ".phototag.json"
@@ -26,20 +29,31 @@ def sidecar_path(photo: Path) -> Path:
     return photo.with_name(photo.name + SUFFIX)
 
 
-def write_json_atomic(path: Path, doc: object) -> None:
-    """Write ``doc`` as JSON to ``path`` so that readers see the old file or the complete new one."""
+def write_json_atomic(
+    path: Path, doc: object, *, photo: Path | None = None, allow_read_only: bool = True
+) -> None:
+    """Write ``doc`` as JSON to ``path`` so that readers see the old file or the complete new one.
+
+    The user's protections hold (:mod:`phototag.fileattrs`): a symlink is written through to its target, an
+    existing file keeps its mode (and, as root, its owner), a new one gets the umask's mode, and with
+    ``allow_read_only`` off a read-only file is refused. Errors name ``photo`` (default: ``path``)."""
+    photo = photo or path
+    target = write_target(path, photo)
+    before = check_rewritable(target, photo, allow_read_only=allow_read_only, what="its JSON sidecar")
     data = (json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".phototag-tmp", dir=path.parent)
+    tmp = target.parent / own_temp_name(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
     try:
         with os.fdopen(fd, "wb") as f:
+            keep_attributes(f.fileno(), before)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+    dir_fd = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)
     finally:
@@ -62,14 +76,25 @@ class JsonSidecarWriter:
                 "metadata_mode": self.config.metadata.mode if self.config.metadata.xmp else "none",
             },
         )
+        photo = result.photo.path
         try:
-            write_json_atomic(path, doc)
+            write_json_atomic(path, doc, photo=photo, allow_read_only=self.config.metadata.write_read_only)
         except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                what = "the disk is full" if e.errno == errno.ENOSPC else "the disk quota is used up"
+                fix = "free some space; phototag tries again"
+            else:
+                what, fix = (
+                    (e.strerror or str(e)),
+                    "make the folder writable or set metadata.json_sidecar: false",
+                )
             raise MetadataError(
-                result.photo.path,
-                f"cannot write the JSON sidecar {path.name}: {e.strerror or e}; "
-                "make the folder writable or set metadata.json_sidecar: false",
+                photo, f"{what} while writing its JSON sidecar {display(path.name)}: {fix}", e.errno
             ) from e
+
+    def owned_files(self, photo: Path) -> list[Path]:
+        """The files this writer makes for ``photo`` (the JSON sidecar)."""
+        return [sidecar_path(photo)]
 
     def remove(self, photo: Path) -> bool:
         """Delete the JSON sidecar of ``photo``; True when there was one."""

@@ -72,11 +72,12 @@ names, whichever hold phototag's namespace.
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
 import os
 import re
-import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -85,9 +86,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__, hookimpl
+from .. import iptc as iim
 from ..config import Config
-from ..errors import MetadataError
-from ..exiftool import Exiftool, as_list, describe_failure, remove_stale_tmp_for, serialize_struct
+from ..errors import MetadataError, display
+from ..exiftool import Exiftool, as_list, describe_failure, disk_full, private_dir, serialize_struct
+from ..fileattrs import check_rewritable, new_file_mode, write_target
+from ..tempfiles import EXIFTOOL_SUFFIX, own_temp_name, remove_stale
 from ..types import AnalyzerRun, PhotoResult, Region, Tag, Writer
 
 log = logging.getLogger(__name__)
@@ -382,6 +386,8 @@ class Target:
     path: Path
     photo: Path
     sidecar: bool
+    scratch: bool = False
+    """A file in phototag's private temp folder (a new sidecar being built): no user protections apply."""
 
     @property
     def iptc(self) -> bool:
@@ -641,7 +647,7 @@ def plan(
 
     new: dict[str, Any] = {
         "Root": want.root,
-        "Source": target.photo.name if target.sidecar else "",
+        "Source": display(target.photo.name) if target.sidecar else "",
         **{ADDED[t][len(PROVENANCE) :]: v for t, v in added.items()},
         "Caption": caption or "",
         "CaptionModel": _caption_model(caption, want, old),
@@ -725,10 +731,18 @@ class XmpWriter:
             real = photo.resolve()
             return Target(real, real, sidecar=False)
         naming = self.settings.sidecar_name
-        return Target(sidecar_path(photo, naming, self.config.image.extensions), photo, sidecar=True)
+        side = sidecar_path(photo, naming, self.config.image.extensions)
+        return Target(write_target(side, photo), photo, sidecar=True)
+
+    def owned_files(self, photo: Path) -> list[Path]:
+        """The files this writer makes for ``photo``: its XMP sidecar (none in embed mode)."""
+        if self.settings.mode == "embed":
+            return []
+        return [sidecar_path(photo, self.settings.sidecar_name, self.config.image.extensions)]
 
     def write(self, result: PhotoResult) -> None:
-        """Make the photo's XMP reflect ``result``; raises MetadataError (naming the file and the fix)."""
+        """Make the photo's XMP reflect ``result``; raises MetadataError (naming the file and the fix). The
+        caller holds the folder's lock (:mod:`phototag.folderlock`)."""
         photo = result.photo.path
         if not photo.is_file():
             raise MetadataError(
@@ -740,8 +754,19 @@ class XmpWriter:
         if target.sidecar:
             self._write_sidecar(target, want)
         else:
-            cur = self._read(target.path, fields=want.fields)[0]
+            cur = self._read_photo(target.path, photo=target.path, fields=want.fields)[0]
             self._apply(target, cur, want, elsewhere=())
+
+    def _read_photo(self, *paths: Path, photo: Path, fields: Iterable[str]) -> list[dict[str, Any]]:
+        """:meth:`_read` of ``paths`` (``photo`` among them), again in the right charset when ``photo`` has
+        unmarked non-ASCII IPTC: exiftool reads that as Latin, and the user's keywords and caption would not
+        compare equal to phototag's (:mod:`phototag.iptc`)."""
+        out = self._read(*paths, fields=fields)
+        if iim.may_be_misread(out[list(paths).index(photo)]):
+            charset = iim.iptc_charset(self.exiftool, photo)
+            if charset is not None:
+                out = self._read(*paths, fields=fields, iptc_charset=charset)
+        return out
 
     def remove(self, path: Path) -> None:
         """``untag``: remove exactly what phototag wrote for the photo at ``path``, from the photo itself and
@@ -762,7 +787,7 @@ class XmpWriter:
             if not any(k.startswith(PROVENANCE) for k in cur):
                 continue
             source = cur.get(f"{PROVENANCE}Source")
-            if target.sidecar and source and source != photo.name:
+            if target.sidecar and source and source != display(photo.name):
                 continue  # photo.xmp of the sibling that owns it
             self._apply(target, cur, Desired(), elsewhere=())
             if target.sidecar:
@@ -777,11 +802,14 @@ class XmpWriter:
 
     # -- internals -----------------------------------------------------------------------------------------
 
-    def _read(self, *paths: Path, fields: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def _read(
+        self, *paths: Path, fields: Iterable[str] = (), iptc_charset: str | None = None
+    ) -> list[dict[str, Any]]:
         """What phototag reads of each file: its own fields, the answer ``fields`` and the answer fields it
-        recorded there earlier (a second, small read when those were not asked for)."""
+        recorded there earlier (a second, small read when those were not asked for). ``iptc_charset``: how
+        to decode IPTC without a CodedCharacterSet (``-charset iptc=``; None: exiftool's default, Latin)."""
         asked = _unique(fields)
-        out = self._read_tags(paths, [*READ_TAGS, *asked])
+        out = self._read_tags(paths, [*READ_TAGS, *asked], iptc_charset=iptc_charset)
         known = {t.lower() for t in asked}
         more = _unique(t for cur in out for t, _ in _recorded_fields(cur) if t.lower() not in known)
         if more:
@@ -789,9 +817,20 @@ class XmpWriter:
                 cur.update(extra)
         return out
 
-    def _read_tags(self, paths: Sequence[Path], tags: Sequence[str]) -> list[dict[str, Any]]:
-        items = self.exiftool.execute_json(*(f"-{t}" for t in tags), *map(_abspath, paths), file=paths[0])
-        by_file = {item.get("SourceFile"): item for item in items}
+    def _read_tags(
+        self, paths: Sequence[Path], tags: Sequence[str], *, iptc_charset: str | None = None
+    ) -> list[dict[str, Any]]:
+        # -charset holds for this one command only (exiftool resets options at every -execute)
+        charset = ["-charset", f"iptc={iptc_charset}"] if iptc_charset else []
+        items = self.exiftool.execute_json(
+            *charset, *(f"-{t}" for t in tags), *map(_abspath, paths), file=paths[0]
+        )
+        # exiftool answers in argument order, one item per readable file; it prints a name that is not
+        # UTF-8 with '?' for the odd bytes, so names are matched only when a file could not be read
+        if len(items) == len(paths):
+            by_file = {_abspath(p): item for p, item in zip(paths, items, strict=True)}
+        else:
+            by_file = {str(item.get("SourceFile")): item for item in items}
         out = []
         for p in paths:
             item = by_file.get(_abspath(p))
@@ -883,26 +922,40 @@ class XmpWriter:
         )
         if not args:
             return False
-        remove_stale_tmp_for(target.path)
-        if target.iptc and any(a.startswith("-IPTC:") for a in args):
-            self._iptc_to_utf8(target.path, cur)
-        self.exiftool.write(target.path, *args)
+        what = "its XMP sidecar" if target.sidecar else "the photo's own metadata"
+        if not target.scratch:
+            check_rewritable(
+                target.path, target.photo, allow_read_only=self.settings.write_read_only, what=what
+            )
+            remove_stale(target.path.with_name(target.path.name + EXIFTOOL_SUFFIX), photo=target.photo)
+        try:
+            if target.iptc and any(a.startswith("-IPTC:") for a in args):
+                self._iptc_to_utf8(target.path, cur)
+            self.exiftool.write(target.path, *args)
+        except MetadataError as e:
+            raise _about_photo(e, target, what) from e
         return True
 
     def _iptc_to_utf8(self, path: Path, cur: Mapping[str, Any]) -> None:
         """Existing IPTC in another charset is rewritten as UTF-8 first (exiftool FAQ 10), else its non-ASCII
-        text would be mislabelled once CodedCharacterSet says UTF8."""
+        text would be mislabelled once CodedCharacterSet says UTF8. The copy decodes the old values in the
+        charset their bytes are in (:func:`phototag.iptc.iptc_charset`: unmarked UTF-8 is common), not
+        exiftool's default Latin, which would turn unmarked UTF-8 into permanent mojibake."""
         iptc = [k for k in cur if k.startswith("IPTC:") and k != "IPTC:CodedCharacterSet"]
         if iptc and cur.get("IPTC:CodedCharacterSet") != "UTF8":
-            self.exiftool.write(path, "-tagsFromFile", "@", "-IPTC:all", "-IPTC:CodedCharacterSet=UTF8")
+            charset = iim.iptc_charset(self.exiftool, path) if iim.may_be_misread(cur) else None
+            option = ["-charset", f"iptc={charset}"] if charset else []
+            self.exiftool.write(
+                path, *option, "-tagsFromFile", "@", "-IPTC:all", "-IPTC:CodedCharacterSet=UTF8"
+            )
 
     def _write_sidecar(self, target: Target, want: Desired) -> None:
         side, photo = target.path, target.photo
         if side.exists():
-            cur, photo_cur = self._read(side, photo, fields=want.fields)
+            cur, photo_cur = self._read_photo(side, photo, photo=photo, fields=want.fields)
             self._apply(target, cur, want, _captions(photo_cur), _xmp_of(photo_cur))
             return
-        photo_cur = self._read(photo, fields=want.fields)[0]
+        photo_cur = self._read_photo(photo, photo=photo, fields=want.fields)[0]
         xmp_only = _xmp_of(photo_cur)
         if not plan(
             target,
@@ -914,44 +967,60 @@ class XmpWriter:
             elsewhere_fields=xmp_only,
         ):
             return  # nothing to say: no empty sidecar
-        tmp = side.with_name(f".{side.name}.phototag-{secrets.token_hex(4)}.xmp")
+        scratch = private_dir("phototag-sidecar-")
         try:
-            # start from the photo's own XMP (see the module docstring); "nothing to write" means it has none
+            seed = scratch / "seed.xmp"
+            # the photo's own XMP, copied by exiftool from the photo itself ("@"): a file name is never put
+            # where exiftool reads format codes (see exiftool.py); "nothing to write" means it has none
             seeded = self.exiftool.execute(
-                "-tagsFromFile", _abspath(photo), "-xmp:all", _abspath(tmp), file=side, check=False
+                "-tagsFromFile", "@", "-xmp:all", "-o", str(seed), _abspath(photo), file=photo, check=False
             )
-            if tmp.exists():
-                cur = self._read(tmp)[0]
-            elif "nothing to write" in seeded.stderr.lower():
+            if seed.exists():
+                cur = self._read(seed)[0]
+            elif "nothing to write" in seeded.stderr.lower() or "no writable tags" in seeded.stderr.lower():
                 cur = {}
             else:
-                raise MetadataError(side, describe_failure(seeded))
-            tmp_target = Target(tmp, photo, sidecar=True)
-            self._apply(tmp_target, cur, want, _captions(photo_cur), xmp_only)
-            self._publish(tmp, side)
+                raise MetadataError(photo, f"cannot read the photo's XMP to start its sidecar: "
+                                    f"{describe_failure(seeded)}")  # fmt: skip
+            scratch_target = Target(seed, photo, sidecar=True, scratch=True)
+            if self._apply(scratch_target, cur, want, _captions(photo_cur), xmp_only):
+                self._publish(seed, side, photo)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _publish(self, seed: Path, side: Path, photo: Path) -> None:
+        """Make the finished ``seed`` appear as ``side`` complete or not at all, never over an existing
+        sidecar: written under phototag's own temp name in the folder, then hard-linked to its name."""
+        tmp = side.parent / own_temp_name(".xmp")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), new_file_mode())
+                f.write(seed.read_bytes())
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, side)
+            except FileExistsError:
+                raise MetadataError(
+                    photo,
+                    f"its sidecar {display(side.name)} appeared while phototag was creating it (another "
+                    "program wrote it); run phototag again to merge into it",
+                ) from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EMLINK):
+                    raise
+                if side.exists():
+                    raise MetadataError(photo, f"its sidecar {display(side.name)} appeared meanwhile; run "
+                                        "again") from e  # fmt: skip
+                os.replace(tmp, side)  # file systems without hard links
+        except OSError as e:
+            raise _about_photo(
+                MetadataError(side, e.strerror or str(e), e.errno), Target(side, photo, sidecar=True),
+                "its XMP sidecar"
+            ) from e  # fmt: skip
         finally:
             tmp.unlink(missing_ok=True)
-
-    def _publish(self, tmp: Path, side: Path) -> None:
-        """Make ``tmp`` appear as ``side`` without ever overwriting an existing sidecar."""
-        try:
-            os.link(tmp, side)
-        except FileExistsError:
-            raise MetadataError(
-                side,
-                "the sidecar appeared while phototag was creating it; run phototag again to merge into it",
-            ) from None
-        except OSError as e:
-            if side.exists():
-                raise MetadataError(
-                    side, "the sidecar appeared while phototag was creating it; run again"
-                ) from e
-            try:
-                os.replace(tmp, side)  # file systems without hard links
-            except OSError as e2:
-                raise MetadataError(
-                    side, f"cannot create the sidecar: {e2.strerror}. Make the folder writable."
-                ) from e2
 
     def _tidy_embedded(self, path: Path) -> None:
         """After untag: drop an XMP packet / IPTC record that phototag's writes left empty."""
@@ -971,6 +1040,31 @@ class XmpWriter:
         if not [k for k in left if k != "XMP-x:XMPToolkit"]:
             side.unlink(missing_ok=True)
             log.info("removed %s: nothing but phototag's metadata was in it", side)
+
+
+def _about_photo(e: MetadataError, target: Target, what: str) -> MetadataError:
+    """``e`` (about the file exiftool wrote) as an error about the photo: what was being written and why it
+    failed, with a disk-full or busy condition said plainly and kept transient."""
+    if e.path == target.photo and what in str(e):
+        return e
+    reason = str(e).removeprefix(f"{display(e.path)}: ")
+    code = e.errno
+    if code is None and not e.transient and not target.scratch and disk_full(target.path):
+        code = errno.ENOSPC
+    if code == errno.ENOSPC:
+        reason = "the disk is full. Free some space; phototag tries again"
+    elif code in (errno.EACCES, errno.EPERM):
+        reason += (
+            ". Make the folder and file writable by the user phototag runs as (chmod, or ReadWritePaths= "
+        )
+        reason += "in the systemd unit)"
+    elif code == errno.ENAMETOOLONG:
+        reason += ". The photo's name is too long to add a sidecar suffix: rename it, or use "
+        reason += "metadata.sidecar_name: replace"
+    elif code == errno.EROFS:
+        reason += ". The file system is mounted read-only; phototag tries again"
+    err = type(e)(target.photo, f"cannot write {what} ({display(target.path.name)}): {reason}", code)
+    return err
 
 
 def _captions(photo_cur: Mapping[str, Any]) -> list[str]:
