@@ -55,10 +55,12 @@ class ModelPool:
                 entry.users -= 1
 
     def unload_idle(self, idle_seconds: float) -> list[Hashable]:
-        """Forget models nobody used for ``idle_seconds``; returns their keys."""
+        """Forget models that no analyzer holds (every :meth:`acquire` was paired with :meth:`release`) and
+        nobody used for ``idle_seconds``; returns their keys. A model still held stays: forgetting it would
+        only make the next user load a second copy."""
         now = self._clock()
         with self._lock:
-            gone = [k for k, e in self._entries.items() if now - e.last_used >= idle_seconds]
+            gone = [k for k, e in self._entries.items() if e.users == 0 and now - e.last_used >= idle_seconds]
             for k in gone:
                 del self._entries[k]
         if gone:

@@ -34,17 +34,16 @@ from .errors import (
     TRANSIENT_ERRNOS,
     ConfigError,
     FileError,
-    ModelUnavailableError,
     PhototagError,
     display,
 )
 from .files import hash_file, make_photo
 from .folderlock import FolderBusy, folder_lock
-from .hardware import Hardware, apply_threads, choose_device, probe
+from .hardware import Hardware
 from .images import decode, photo_dimensions
 from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, short_name
-from .models import shared_pool
 from .recover import runs_from_sidecar
+from .runtime import AnalyzerRuntime
 from .state import StateDB
 from .tempfiles import remove_stale_in
 from .types import Analyzer, AnalyzerRun, DecodedImage, Device, ModelInfo, Photo, PhotoResult, Writer
@@ -117,26 +116,22 @@ class Pipeline:
         hardware: Hardware | None = None,
         hook: Any = None,
         setup_errors: Sequence[str] = (),
+        runtime: AnalyzerRuntime | None = None,
     ) -> None:
         self.config = config
-        self.analyzers = list(analyzers)
+        self.runtime = runtime or AnalyzerRuntime(config, analyzers, hardware=hardware, hook=hook)
+        self.analyzers = self.runtime.analyzers
         self.writers = list(writers)
         self.state = state
-        self.hardware = hardware or probe()
+        self.hardware = self.runtime.hardware
         self.hook = hook
         self.setup_errors = list(setup_errors)
-        self.devices: dict[str, Device] = {}
-        self._loaded: set[str] = set()
-        self._broken: dict[str, str] = {}
         self._fingerprints: dict[str, str] | None = None
         self._cleaned: set[Path] = set()
         self.claims = Claims(state.path, readonly=state.readonly)
         self._pool = ThreadPoolExecutor(
             max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
         )
-        names = [a.name for a in self.analyzers]
-        if len(set(names)) != len(names):
-            raise PhototagError(f"two analyzers share a name: {names}; rename one in its plugin")
 
     @classmethod
     def from_config(
@@ -164,11 +159,17 @@ class Pipeline:
 
     # -- public -------------------------------------------------------------------------------------------------
 
+    @property
+    def devices(self) -> dict[str, Device]:
+        """Where each analyzer that was placed runs."""
+        return self.runtime.devices()
+
     def fingerprints(self, refresh: bool = False) -> dict[str, str]:
-        """Every analyzer's fingerprint, computed once per batch (some cost a package-metadata lookup, which
-        would otherwise dominate a stat-only re-scan)."""
+        """Every working analyzer's fingerprint, computed once per batch (some cost a package-metadata lookup,
+        which would otherwise dominate a stat-only re-scan). A broken analyzer (its fingerprint raises) is left
+        out: its photos fail with the reason, the others' results are written."""
         if refresh or self._fingerprints is None:
-            self._fingerprints = {a.name: a.fingerprint() for a in self.analyzers}
+            self._fingerprints = self.runtime.fingerprints()
         return self._fingerprints
 
     def is_current(self, path: Path) -> bool:
@@ -216,18 +217,9 @@ class Pipeline:
         return summary
 
     def unload_models(self) -> list[str]:
-        """Unload every loaded analyzer (they reload on next use); the daemon calls this when idle."""
-        unloaded = []
-        for analyzer in self.analyzers:
-            if analyzer.name in self._loaded:
-                try:
-                    analyzer.unload()
-                except Exception as e:
-                    log.warning("analyzer %s did not unload cleanly: %s", analyzer.name, e)
-                unloaded.append(analyzer.name)
-        self._loaded.clear()
-        shared_pool().unload_idle(0)
-        return unloaded
+        """Unload every loaded analyzer nobody is using (they reload on next use); the daemon calls this when
+        idle."""
+        return self.runtime.unload_idle(0.0)
 
     def close(self) -> None:
         """Unload models, close writers (exiftool) and the decode pool. The state DB stays open for the caller."""
@@ -287,6 +279,12 @@ class Pipeline:
             return
         recovered: dict[str, AnalyzerRun] | None = None
         for analyzer in self.analyzers:
+            if analyzer.name not in fingerprints:  # broken: fails alone, with the reason
+                error = self.runtime.error(analyzer.name) or f"analyzer {analyzer.name} is broken"
+                item.runs[analyzer.name] = AnalyzerRun(
+                    analyzer.name, analyzer.task, ModelInfo(analyzer.name), "", None, error
+                )
+                continue
             cached = (
                 None
                 if force
@@ -343,66 +341,18 @@ class Pipeline:
         return [i.outcome for i in items if i.outcome is not None]
 
     def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
-        fingerprint = analyzer.fingerprint()
-        model = _safe_model_info(analyzer)
-
-        def fail_all(message: str) -> None:
+        name = analyzer.name
+        fingerprint = self.fingerprints()[name]
+        model = self.runtime.model_info(name)
+        ran = self.runtime.analyze(name, [i.image for i in batch if i.image is not None])
+        if ran.analyses is None:
             for item in batch:
-                item.runs[analyzer.name] = AnalyzerRun(
-                    analyzer.name, analyzer.task, model, fingerprint, None, message
-                )
-
-        error = self._ensure_loaded(analyzer)
-        if error is not None:
-            fail_all(error)
+                item.runs[name] = AnalyzerRun(name, analyzer.task, model, fingerprint, None, ran.error)
             return
-        start = time.perf_counter()
-        try:
-            analyses = analyzer.analyze([i.image for i in batch if i.image is not None])
-            if len(analyses) != len(batch):
-                raise PhototagError(f"returned {len(analyses)} results for {len(batch)} photos")
-        except Exception as e:
-            log.error("analyzer %s failed on a batch of %d: %s", analyzer.name, len(batch), e)
-            fail_all(f"analyzer {analyzer.name} failed: {type(e).__name__}: {e}")
-            return
-        each = (time.perf_counter() - start) / len(batch)
-        for item, analysis in zip(batch, analyses, strict=True):
-            item.runs[analyzer.name] = AnalyzerRun(
-                analyzer.name, analyzer.task, model, fingerprint, analysis, None, each
+        for item, analysis in zip(batch, ran.analyses, strict=True):
+            item.runs[name] = AnalyzerRun(
+                name, analyzer.task, model, fingerprint, analysis, None, ran.seconds_each
             )
-
-    def _ensure_loaded(self, analyzer: Analyzer) -> str | None:
-        """Load on first use; returns an error message when the analyzer cannot run (remembered for the run)."""
-        if analyzer.name in self._broken:
-            return self._broken[analyzer.name]
-        if analyzer.name in self._loaded:
-            return None
-        try:
-            device = self._device_for(analyzer)
-            apply_threads(device)
-            analyzer.load(device)
-        except ModelUnavailableError as e:
-            self._broken[analyzer.name] = f"analyzer {analyzer.name}: {e}"
-        except Exception as e:
-            self._broken[analyzer.name] = f"analyzer {analyzer.name} could not load: {type(e).__name__}: {e}"
-        if analyzer.name in self._broken:
-            log.error("%s", self._broken[analyzer.name])
-            return self._broken[analyzer.name]
-        self._loaded.add(analyzer.name)
-        log.info(
-            "%s on %s (%s, %d threads): %s",
-            analyzer.name,
-            device.torch_device,
-            device.dtype,
-            device.threads,
-            device.reason,
-        )
-        return None
-
-    def _device_for(self, analyzer: Analyzer) -> Device:
-        device = pick_device(analyzer, self.config, self.hardware, self.hook)
-        self.devices[analyzer.name] = device
-        return device
 
     def _write_and_record(self, item: _Item, dry_run: bool) -> Outcome:
         assert item.photo is not None
@@ -494,27 +444,6 @@ class Pipeline:
             pass
 
 
-def pick_device(analyzer: Analyzer, config: Config, hardware: Hardware, hook: Any = None) -> Device:
-    """Where ``analyzer`` runs: a plugin's ``select_device`` answer, else the hardware probe's choice for the
-    analyzer's own ``device`` setting or the global one. Raises ConfigError when ``device_fallback`` is off and
-    the configured device cannot be used."""
-    settings = getattr(analyzer, "settings", None)
-    preference = getattr(settings, "device", None) or config.device
-    device = None
-    if hook is not None:
-        device = hook.select_device(analyzer=analyzer, hardware=hardware, preference=preference)
-    if device is None:
-        device = choose_device(
-            analyzer.needs,
-            preference,
-            hardware,
-            dtype=config.dtype,
-            threads=config.threads,
-            strict=not config.device_fallback,
-        )
-    return device
-
-
 def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
     batch: list[Path] = []
     for path in paths:
@@ -524,13 +453,6 @@ def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
             batch = []
     if batch:
         yield batch
-
-
-def _safe_model_info(analyzer: Analyzer) -> ModelInfo:
-    try:
-        return analyzer.model_info()
-    except Exception:
-        return ModelInfo(analyzer.name)
 
 
 def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:

@@ -213,6 +213,13 @@ class Writer(Protocol):
     def close(self) -> None: ...
 
 
+@runtime_checkable
+class TextEmbedder(Protocol):
+    """An embed analyzer that also embeds text into the same space (CLIP, SigLIP): ``phototag search``."""
+
+    def embed_text(self, texts: Sequence[str]) -> list[tuple[float, ...]]: ...
+
+
 def fingerprint_of(*parts: Any) -> str:
     """A short stable hash of JSON-able parts (model id, revision, settings) for ``Analyzer.fingerprint``."""
     blob = json.dumps(parts, sort_keys=True, default=str).encode()

@@ -21,7 +21,8 @@ import numpy as np
 
 from .. import hookimpl
 from ..errors import ConfigError, PhototagError
-from ..types import Analyzer, Device
+from ..runtime import AnalyzerRuntime
+from ..types import Analyzer, Device, TextEmbedder
 
 
 def rank_by_vector(
@@ -65,8 +66,9 @@ def find_embedder(analyzers: Sequence[Analyzer], name: str | None = None) -> Ana
     return embedders[0]
 
 
-def _context(state: Any, model: str | None) -> tuple[Any, Analyzer, Any]:
-    """The config, the embed analyzer and the state DB a search runs against."""
+def _context(state: Any, model: str | None) -> tuple[AnalyzerRuntime, Analyzer, Any]:
+    """The runtime (holding the embed analyzer, on the CPU), the embed analyzer and the state DB a search
+    runs against."""
     from ..manager import collect
     from ..state import StateDB
 
@@ -79,7 +81,9 @@ def _context(state: Any, model: str | None) -> tuple[Any, Analyzer, Any]:
     embedder = find_embedder(analyzers, model)
     if not Path(config.state_db).exists():
         raise PhototagError(f"no state database at {config.state_db}: run `phototag scan` first")
-    return config, embedder, StateDB(config.state_db)
+    # one text or one photo is quick on the CPU, and a daemon may be using the GPU
+    runtime = AnalyzerRuntime(config, [embedder], hook=_OnCpu(config))
+    return runtime, embedder, StateDB(config.state_db, readonly=True)
 
 
 def _stored(db: Any, embedder: Analyzer) -> list[tuple[str, np.ndarray]]:
@@ -92,10 +96,20 @@ def _stored(db: Any, embedder: Analyzer) -> list[tuple[str, np.ndarray]]:
     return items
 
 
-def _cpu(config: Any) -> Device:
-    return Device(
-        "cpu", threads=max(1, int(getattr(config, "threads", 0) or 1)), reason="one query on the CPU"
-    )
+class _OnCpu:
+    """A ``select_device`` answer for the runtime: queries run on the CPU."""
+
+    def __init__(self, config: Any) -> None:
+        self._threads = max(1, int(getattr(config, "threads", 0) or 1))
+
+    def select_device(self, **_: Any) -> Device:
+        return Device("cpu", threads=self._threads, reason="one query on the CPU")
+
+
+def _load(runtime: AnalyzerRuntime, embedder: Analyzer) -> None:
+    error = runtime.load(embedder.name)
+    if error is not None:
+        raise PhototagError(error)
 
 
 def _emit(db: Any, ranked: list[tuple[str, float]], limit: int, as_json: bool) -> int:
@@ -131,26 +145,23 @@ _model = click.option(
 @click.pass_obj
 def search(state: Any, query: str, limit: int, as_json: bool, model: str | None) -> None:
     """Photos that match a text QUERY, best first (needs a CLIP-family embed model)."""
-    config, embedder, db = _context(state, model)
-    loaded = False
+    runtime, embedder, db = _context(state, model)
     try:
         items = _stored(db, embedder)
-        embed_text = getattr(embedder, "embed_text", None)
-        if embed_text is None:
+        if not isinstance(embedder, TextEmbedder):
             raise ConfigError(
                 f"the embed model {embedder.model_info().id} cannot embed text; set plugins.embed.model to a "
                 "CLIP-family model (e.g. openai/clip-vit-base-patch32) and re-scan"
             )
-        embedder.load(_cpu(config))
-        loaded = True
-        query_vector = np.asarray(embed_text([query])[0], dtype=np.float32)
+        with runtime.using(embedder.name):
+            _load(runtime, embedder)
+            query_vector = np.asarray(embedder.embed_text([query])[0], dtype=np.float32)
         shown = _emit(db, rank_by_vector(query_vector, items, limit * 4), limit, as_json)
         if not shown:
             click.echo("no photos found (the embedded photos were all deleted or moved)", err=True)
     finally:
         db.close()
-        if loaded:
-            embedder.unload()
+        runtime.close()
 
 
 @click.command()
@@ -161,19 +172,16 @@ def search(state: Any, query: str, limit: int, as_json: bool, model: str | None)
 @click.pass_obj
 def similar(state: Any, photo: Path, limit: int, as_json: bool, model: str | None) -> None:
     """Photos that look like PHOTO, best first (PHOTO itself comes first)."""
-    config, embedder, db = _context(state, model)
-    loaded = False
+    runtime, embedder, db = _context(state, model)
     try:
         items = _stored(db, embedder)
         vector = _photo_vector(db, embedder, photo)
-        loaded = vector is None
         if vector is None:  # never scanned: embed it now
-            vector = _embed_now(embedder, photo, config)
+            vector = _embed_now(runtime, embedder, photo)
         _emit(db, rank_by_vector(vector, items, limit * 4), limit, as_json)
     finally:
         db.close()
-        if loaded:
-            embedder.unload()
+        runtime.close()
 
 
 def _photo_vector(db: Any, embedder: Analyzer, photo: Path) -> np.ndarray | None:
@@ -195,13 +203,15 @@ def _photo_vector(db: Any, embedder: Analyzer, photo: Path) -> np.ndarray | None
     return vector
 
 
-def _embed_now(embedder: Analyzer, photo: Path, config: Any) -> np.ndarray:
+def _embed_now(runtime: AnalyzerRuntime, embedder: Analyzer, photo: Path) -> np.ndarray:
     from ..files import make_photo
     from ..images import decode
 
-    image = decode(make_photo(photo), embedder.input_size, config.image)
-    embedder.load(_cpu(config))
-    [analysis] = embedder.analyze([image])
+    image = decode(make_photo(photo), embedder.input_size, runtime.config.image)
+    ran = runtime.analyze(embedder.name, [image])
+    if ran.analyses is None:
+        raise PhototagError(f"{photo}: {ran.error}")
+    [analysis] = ran.analyses
     if analysis.embedding is None:
         raise PhototagError(f"{photo}: the embed analyzer {embedder.name} returned no embedding")
     return np.asarray(analysis.embedding, dtype=np.float32)
