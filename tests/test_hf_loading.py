@@ -231,13 +231,40 @@ def test_lazy_source_remembers_a_failure_then_retries(tmp_path: Path) -> None:
     lazy = LazySource(str(folder), retry_after=60, clock=lambda: now[0])
     assert lazy.peek() is None
     assert lazy.revision_or_unresolved == "unresolved"
+    loading = LazySource(str(folder), retry_after=60, clock=lambda: now[0])
+    with pytest.raises(ModelUnavailableError):
+        loading.get()
     build_tiny_vit_classifier(folder)
     now[0] = 30.0
-    with pytest.raises(ModelUnavailableError):  # still the remembered failure: no lookup per file
-        lazy.get()
+    assert lazy.peek() is None  # still the remembered miss: no lookup per file
+    with pytest.raises(ModelUnavailableError):  # the same for loading
+        loading.get()
     now[0] = 61.0
-    assert lazy.get().path == folder.resolve()
+    assert loading.get().path == folder.resolve()
+    found = lazy.peek()
+    assert found is not None and found.path == folder.resolve()
     assert lazy.revision_or_unresolved.startswith("local-")
+
+
+def test_fingerprint_and_model_info_never_download(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """peek() (what fingerprint() and model_info() use) looks only at folders and the cache, even when the hub
+    may be used: a daemon's start-up and `doctor --no-load` stay offline and fast."""
+    import huggingface_hub
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "cache"))
+    calls: list[dict[str, object]] = []
+    real = huggingface_hub.snapshot_download
+
+    def recording(*args: object, **kwargs: object) -> str:
+        calls.append(kwargs)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", recording)
+    lazy = LazySource("tiny-org/not-cached-anywhere")
+    assert lazy.peek() is None
+    assert lazy.revision_or_unresolved == "unresolved"
+    assert calls and all(c.get("local_files_only") is True for c in calls)
 
 
 # -- loading and sharing -------------------------------------------------------------------------------------

@@ -142,8 +142,10 @@ def _folder_revision(folder: Path) -> str:
     return "local-" + h.hexdigest()
 
 
-def resolve_model(model: str, revision: str | None = None) -> ModelSource:
-    """Find ``model`` (hub id or folder) on this machine, downloading it only when the hub may be used.
+def resolve_model(model: str, revision: str | None = None, *, download: bool = True) -> ModelSource:
+    """Find ``model`` (hub id or folder) on this machine, downloading it only when the hub may be used and
+    ``download`` is on (off: local folders and the HF cache only, for ``fingerprint()``/``model_info()``, which
+    must stay offline and fast).
 
     Raises :class:`ModelUnavailableError` naming the model, the places looked (the folder, the HF cache) and
     how to provide it. Never raises anything else for a missing or damaged model.
@@ -160,14 +162,14 @@ def resolve_model(model: str, revision: str | None = None) -> ModelSource:
             f"model {model!r}: the folder {folder.resolve()} does not exist (and {model!r} is not a hub id "
             "like 'openai/clip-vit-base-patch32'). Check the path in plugins.<task>.model."
         )
-    return _resolve_hub(model, revision)
+    return _resolve_hub(model, revision, download)
 
 
-def _resolve_hub(model: str, revision: str | None) -> ModelSource:
+def _resolve_hub(model: str, revision: str | None, download: bool = True) -> ModelSource:
     from huggingface_hub import snapshot_download
 
     cache = hf_cache_dir()
-    offline = is_offline()
+    offline = is_offline() or not download
     path: str | None = None
     try:
         path = str(snapshot_download(model, revision=revision, cache_dir=cache, local_files_only=True))
@@ -393,6 +395,7 @@ class LazySource:
         self._source: ModelSource | None = None
         self._error: ModelUnavailableError | None = None
         self._failed_at = 0.0
+        self._peek_failed_at: float | None = None
 
     def get(self) -> ModelSource:
         """The resolved source; raises :class:`ModelUnavailableError` (remembered for ``retry_after``)."""
@@ -410,11 +413,24 @@ class LazySource:
             return self._source
 
     def peek(self) -> ModelSource | None:
-        """The resolved source, resolving it if needed; ``None`` when it is not available."""
+        """The resolved source if it is on this machine (a folder, the HF cache), else ``None``. Never
+        downloads: ``fingerprint()`` and ``model_info()`` call it, and ``doctor --no-load`` and the daemon's
+        start-up must stay offline and fast. A miss is remembered for ``retry_after`` seconds."""
+        with self._lock:
+            if self._source is not None:
+                return self._source
+            if self._peek_failed_at is not None and self._clock() - self._peek_failed_at < self.retry_after:
+                return None
         try:
-            return self.get()
+            source = resolve_model(self.model, self.revision, download=False)
         except ModelUnavailableError:
+            with self._lock:
+                self._peek_failed_at = self._clock()
             return None
+        with self._lock:
+            if self._source is None:
+                self._source = source
+            return self._source
 
     @property
     def revision_or_unresolved(self) -> str:
