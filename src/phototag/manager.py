@@ -134,6 +134,16 @@ def collect(
     return out
 
 
+def notify(hook: Any, hook_name: str, **kwargs: Any) -> None:
+    """Call every implementation of a notification hook (``photo_processed``), each in its own error
+    boundary: one plugin that raises is logged and the others are still told. ``hook`` is ``pm.hook``."""
+    for impl in getattr(hook, hook_name).get_hookimpls():
+        try:
+            impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+        except Exception as e:
+            log.warning("plugin %s: %s failed: %s: %s", impl.plugin_name, hook_name, type(e).__name__, e)
+
+
 @contextmanager
 def registered(pm: pluggy.PluginManager, plugin: object, name: str) -> Iterator[None]:
     """Register ``plugin`` for the duration of a block (tests, inline plugins) and always unregister it."""

@@ -41,7 +41,7 @@ from .files import hash_file, make_photo
 from .folderlock import FolderBusy, folder_lock
 from .hardware import Hardware
 from .images import decode, photo_dimensions
-from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, short_name
+from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, notify, short_name
 from .recover import runs_from_sidecar
 from .runtime import AnalyzerRuntime
 from .state import StateDB
@@ -50,7 +50,9 @@ from .types import Analyzer, AnalyzerRun, DecodedImage, Device, ModelInfo, Photo
 
 log = logging.getLogger(__name__)
 
-Status = Literal["tagged", "skipped", "failed", "dry-run"]
+Status = Literal["tagged", "rewritten", "skipped", "failed", "dry-run"]
+"""``rewritten``: only the metadata was written again, from cached results (a writer setting changed, a sidecar
+was deleted): no model ran."""
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class Outcome:
 @dataclass
 class Summary:
     tagged: int = 0
+    rewritten: int = 0
     skipped: int = 0
     failed: int = 0
     dry_run: int = 0
@@ -76,6 +79,8 @@ class Summary:
     def add(self, outcome: Outcome) -> None:
         if outcome.status == "tagged":
             self.tagged += 1
+        elif outcome.status == "rewritten":
+            self.rewritten += 1
         elif outcome.status == "skipped":
             self.skipped += 1
         elif outcome.status == "dry-run":
@@ -86,7 +91,7 @@ class Summary:
 
     @property
     def total(self) -> int:
-        return self.tagged + self.skipped + self.failed + self.dry_run
+        return self.tagged + self.rewritten + self.skipped + self.failed + self.dry_run
 
 
 @dataclass
@@ -102,6 +107,7 @@ class _Item:
     height: int = 0
     outcome: Outcome | None = None  # set when the item is finished early (skipped, failed)
     claimed: bool = False  # this process claimed it for analysis (claims.py)
+    known: bool = False  # the state DB had a record of this path (then no model run = "rewritten")
 
 
 class Pipeline:
@@ -169,8 +175,24 @@ class Pipeline:
         which would otherwise dominate a stat-only re-scan). A broken analyzer (its fingerprint raises) is left
         out: its photos fail with the reason, the others' results are written."""
         if refresh or self._fingerprints is None:
-            self._fingerprints = self.runtime.fingerprints()
+            self._fingerprints = {**self.runtime.fingerprints(), **self._writer_fingerprints()}
         return self._fingerprints
+
+    def _writer_fingerprints(self) -> dict[str, str]:
+        """``writer:NAME`` -> the writer's fingerprint (its settings that change what it writes): when one
+        changes, the metadata is written again from the cached results, without running a model."""
+        out = {}
+        for writer in self.writers:
+            fingerprint = getattr(writer, "fingerprint", None)
+            if fingerprint is None:
+                continue
+            try:
+                out[f"writer:{writer.name}"] = str(fingerprint())
+            except Exception as e:
+                log.error(
+                    "writer %s: fingerprint() failed (%s): its metadata is written every time", writer.name, e
+                )
+        return out
 
     def is_current(self, path: Path) -> bool:
         """Stat-only check: was ``path`` done with the current analyzers, is it unchanged since, and are the
@@ -265,6 +287,7 @@ class Pipeline:
             if not force and self._done(item.path, st, fingerprints):
                 item.outcome = Outcome(item.path, "skipped", "already done with the same models")
                 return
+            item.known = self.state.file_record(item.path) is not None
             item.photo = make_photo(item.path)
         except FileNotFoundError:
             item.outcome = Outcome(
@@ -403,6 +426,7 @@ class Pipeline:
         if written.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
             self.state.store_runs(written.content_hash, list(runs))
         ok = {r.analyzer: r.fingerprint for r in runs if r.error is None}
+        ok.update((k, v) for k, v in self.fingerprints().items() if k.startswith("writer:"))
         self.state.record_done(
             written,
             ok,
@@ -411,13 +435,10 @@ class Pipeline:
             outputs=self._outputs(item.path),
         )
         if self.hook is not None:
-            try:
-                self.hook.photo_processed(result=result)
-            except Exception as e:
-                log.warning("photo_processed hook failed for %s: %s", item.path, e)
+            notify(self.hook, "photo_processed", result=result)
         if errors:
             return Outcome(item.path, "failed", "; ".join(errors), False, result)
-        return Outcome(item.path, "tagged", result=result)
+        return Outcome(item.path, "rewritten" if item.known and not item.todo else "tagged", result=result)
 
     def _outputs(self, path: Path) -> list[str]:
         """Names of the files the writers made for ``path`` that exist now (beside the photo)."""

@@ -20,9 +20,11 @@ from ..errors import MetadataError, display
 from ..fileattrs import check_rewritable, keep_attributes, write_target
 from ..serialize import result_to_dict
 from ..tempfiles import own_temp_name
-from ..types import PhotoResult, Writer
+from ..types import PhotoResult, Writer, fingerprint_of
 
 SUFFIX = ".phototag.json"
+WRITER_VERSION = 1
+"""Bump when the document changes shape: every photo's JSON sidecar is then written again from cache."""
 
 
 def sidecar_path(photo: Path) -> Path:
@@ -91,6 +93,12 @@ class JsonSidecarWriter:
             raise MetadataError(
                 photo, f"{what} while writing its JSON sidecar {display(path.name)}: {fix}", e.errno
             ) from e
+
+    def fingerprint(self) -> str:
+        """What changes this writer's output besides the results: whether (and how) XMP is written, which the
+        document records."""
+        mode = self.config.metadata.mode if self.config.metadata.xmp else "none"
+        return fingerprint_of("sidecar", mode, WRITER_VERSION)
 
     def owned_files(self, photo: Path) -> list[Path]:
         """The files this writer makes for ``photo`` (the JSON sidecar)."""
