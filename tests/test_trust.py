@@ -205,7 +205,7 @@ def test_a_deleted_sidecar_is_made_again_without_running_a_model(photos: Path, m
     (photos / "rocket.jpg.phototag.json").unlink()
     second = Brightness()
     summary, _ = run(config, pm, [photos / "cat.jpg", photos / "rocket.jpg"], second)
-    assert (summary.tagged, second.calls) == (2, [])  # from the cached results
+    assert (summary.rewritten, second.calls) == (2, [])  # from the cached results
     assert (photos / "rocket.jpg.phototag.json").is_file()
     again = (photos / "cat.jpg.xmp").read_bytes()
     assert again.replace(b" ", b"")[:200] == xmp.replace(b" ", b"")[:200]
@@ -370,3 +370,15 @@ def test_corrupt_state_db_and_non_utf8_config_are_clear_errors(photos: Path, tmp
     err = done.stderr.decode()
     assert done.returncode == 2 and "Traceback" not in err, err
     assert f"{config}: the file is not UTF-8 text (byte 0xe9 on line 2): save it as UTF-8" in err
+
+
+def test_a_scan_with_nothing_to_do_still_removes_stale_temp_files(photos: Path, make_config, pm) -> None:
+    config = make_config()
+    run(config, pm, [photos / "cat.jpg"])
+    stale = [photos / "cat.jpg_exiftool_tmp", photos / ".phototag-0123456789abcdef.xmp"]
+    for f in stale:
+        f.write_bytes(b"left by a killed run")
+        os.utime(f, (1_000_000_000, 1_000_000_000))
+    summary, _ = run(config, pm, [photos / "cat.jpg"])
+    assert summary.skipped == 1
+    assert [f.exists() for f in stale] == [False, False]

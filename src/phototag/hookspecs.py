@@ -15,7 +15,7 @@ import pluggy
 if TYPE_CHECKING:
     from .config import Config
     from .hardware import Hardware
-    from .types import Analyzer, Device, PhotoResult, Writer
+    from .types import Analyzer, Device, LibraryAnalyzer, PhotoResult, Writer
 
 hookspec = pluggy.HookspecMarker("phototag")
 
@@ -33,6 +33,14 @@ def register_analyzers(register: Callable[[Analyzer], None], config: Config) -> 
 @hookspec
 def register_writers(register: Callable[[Writer], None], config: Config) -> None:
     """Called once per run. Call ``register(writer)`` for each output this plugin provides (XMP, JSON, ...)."""
+
+
+@hookspec
+def register_library_analyzers(register: Callable[[LibraryAnalyzer], None], config: Config) -> None:
+    """Called once per run. Call ``register(library_analyzer)`` for each analysis across photos this plugin
+    provides (clustering, duplicate groups, learning from the user's keywords; see
+    :class:`phototag.types.LibraryAnalyzer`). It runs after each batch is written and may ask for photos done
+    earlier to be written again."""
 
 
 # -- hardware ---------------------------------------------------------------------------------------------------

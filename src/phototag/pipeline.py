@@ -19,6 +19,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,12 +42,23 @@ from .files import hash_file, make_photo
 from .folderlock import FolderBusy, folder_lock
 from .hardware import Hardware
 from .images import decode, photo_dimensions
+from .library import StateLibrary
 from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, notify, short_name
 from .recover import runs_from_sidecar
 from .runtime import AnalyzerRuntime
 from .state import StateDB
-from .tempfiles import remove_stale_in
-from .types import Analyzer, AnalyzerRun, DecodedImage, Device, ModelInfo, Photo, PhotoResult, Writer
+from .tempfiles import clean_folder
+from .types import (
+    Analyzer,
+    AnalyzerRun,
+    DecodedImage,
+    Device,
+    LibraryAnalyzer,
+    ModelInfo,
+    Photo,
+    PhotoResult,
+    Writer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +135,7 @@ class Pipeline:
         hook: Any = None,
         setup_errors: Sequence[str] = (),
         runtime: AnalyzerRuntime | None = None,
+        library_analyzers: Sequence[LibraryAnalyzer] = (),
     ) -> None:
         self.config = config
         self.runtime = runtime or AnalyzerRuntime(config, analyzers, hardware=hardware, hook=hook)
@@ -132,8 +145,14 @@ class Pipeline:
         self.hardware = self.runtime.hardware
         self.hook = hook
         self.setup_errors = list(setup_errors)
+        self.library_analyzers = list(library_analyzers)
+        self.library = StateLibrary(state)
+        self._rewrite: dict[
+            Path, None
+        ] = {}  # photos done earlier that a library analyzer wants written again
         self._fingerprints: dict[str, str] | None = None
         self._cleaned: set[Path] = set()
+        self._cleaned_lock = threading.Lock()
         self.claims = Claims(state.path, readonly=state.readonly)
         self._pool = ThreadPoolExecutor(
             max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
@@ -156,11 +175,18 @@ class Pipeline:
 
         analyzers = [obj for _, obj in collect(pm, "register_analyzers", on_error, config=config)]
         writers = [obj for _, obj in collect(pm, "register_writers", on_error, config=config)]
+        library = [obj for _, obj in collect(pm, "register_library_analyzers", on_error, config=config)]
         _check_plugin_sections(
             config, {name for name, _ in pm.list_name_plugin() if name} | {a.name for a in analyzers}
         )
         return cls(
-            config, analyzers, writers, state or StateDB(config.state_db), hook=pm.hook, setup_errors=errors
+            config,
+            analyzers,
+            writers,
+            state or StateDB(config.state_db),
+            hook=pm.hook,
+            setup_errors=errors,
+            library_analyzers=library,
         )
 
     # -- public -------------------------------------------------------------------------------------------------
@@ -175,8 +201,22 @@ class Pipeline:
         which would otherwise dominate a stat-only re-scan). A broken analyzer (its fingerprint raises) is left
         out: its photos fail with the reason, the others' results are written."""
         if refresh or self._fingerprints is None:
-            self._fingerprints = {**self.runtime.fingerprints(), **self._writer_fingerprints()}
+            self._fingerprints = {
+                **self.runtime.fingerprints(),
+                **self._writer_fingerprints(),
+                **self._library_fingerprints(),
+            }
         return self._fingerprints
+
+    def _library_fingerprints(self) -> dict[str, str]:
+        """``library:NAME`` -> each library analyzer's fingerprint (a changed one rewrites every photo)."""
+        out = {}
+        for analyzer in self.library_analyzers:
+            try:
+                out[f"library:{analyzer.name}"] = str(analyzer.fingerprint())
+            except Exception as e:
+                log.error("library analyzer %s: fingerprint() failed: %s", analyzer.name, e)
+        return out
 
     def _writer_fingerprints(self) -> dict[str, str]:
         """``writer:NAME`` -> the writer's fingerprint (its settings that change what it writes): when one
@@ -209,8 +249,12 @@ class Pipeline:
         return rec is not None and all(os.path.lexists(path.parent / name) for name in rec.outputs)
 
     def process(self, paths: Sequence[Path], *, force: bool = False, dry_run: bool = False) -> list[Outcome]:
-        """Process one batch to the end; returns one outcome per path, in order."""
-        return self._finish(self._prepare(paths, force), dry_run)
+        """Process one batch to the end; returns one outcome per path, in order. Photos that a library
+        analyzer asks to rewrite are written too (logged, not returned)."""
+        outcomes = self._finish(self._prepare(paths, force), dry_run)
+        for outcome in self._rewrites(dry_run):
+            log.info("%s: %s", display(outcome.path), outcome.message or outcome.status)
+        return outcomes
 
     def run(
         self,
@@ -233,6 +277,7 @@ class Pipeline:
                 pending = ahead
             if pending is not None:
                 self._emit(self._finish(pending.result(), dry_run), summary, on_outcome)
+            self._emit(list(self._rewrites(dry_run)), summary, on_outcome)
         finally:
             preparer.shutdown(wait=True, cancel_futures=True)
         summary.seconds = time.monotonic() - start
@@ -275,16 +320,36 @@ class Pipeline:
             if on_outcome is not None:
                 on_outcome(outcome)
 
-    def _prepare(self, paths: Sequence[Path], force: bool) -> list[_Item]:
+    def _clean_once(self, folder: Path) -> None:
+        """Remove the stale temp files a killed run left in ``folder``, once per folder and run, whether or
+        not anything is written there now (never while another process writes there: the lock must be free)."""
+        with self._cleaned_lock:
+            if folder in self._cleaned:
+                return
+            self._cleaned.add(folder)
+        if not self.state.readonly:  # a dry run changes nothing
+            clean_folder(folder)
+
+    def _rewrites(self, dry_run: bool) -> Iterator[Outcome]:
+        """Write again, from cached results, the photos library analyzers asked for. Rewrites do not ask the
+        library analyzers again, so this ends."""
+        wanted, self._rewrite = list(self._rewrite), {}
+        for batch in _batches(wanted, self.config.batch_size):
+            yield from self._finish(self._prepare(batch, False, rewrite=True), dry_run, update=False)
+
+    def _prepare(self, paths: Sequence[Path], force: bool, rewrite: bool = False) -> list[_Item]:
         items = [_Item(Path(p)) for p in paths]
         fingerprints = self.fingerprints(refresh=True)
-        list(self._pool.map(lambda item: self._prepare_one(item, force, fingerprints), items))
+        list(self._pool.map(lambda item: self._prepare_one(item, force, fingerprints, rewrite), items))
         return items
 
-    def _prepare_one(self, item: _Item, force: bool, fingerprints: dict[str, str]) -> None:
+    def _prepare_one(
+        self, item: _Item, force: bool, fingerprints: dict[str, str], rewrite: bool = False
+    ) -> None:
+        self._clean_once(item.path.parent)
         try:
             st = item.path.stat()
-            if not force and self._done(item.path, st, fingerprints):
+            if not force and not rewrite and self._done(item.path, st, fingerprints):
                 item.outcome = Outcome(item.path, "skipped", "already done with the same models")
                 return
             item.known = self.state.file_record(item.path) is not None
@@ -348,7 +413,7 @@ class Pipeline:
         except OSError as e:
             item.outcome = _failed_io(item.path, e, "decoding")
 
-    def _finish(self, items: list[_Item], dry_run: bool) -> list[Outcome]:
+    def _finish(self, items: list[_Item], dry_run: bool, update: bool = True) -> list[Outcome]:
         live = [i for i in items if i.outcome is None]
         for analyzer in self.analyzers:
             batch = [i for i in live if analyzer in i.todo]
@@ -361,7 +426,42 @@ class Pipeline:
         claimed = [i.path for i in items if i.claimed]
         if claimed:
             self.claims.release(claimed)
-        return [i.outcome for i in items if i.outcome is not None]
+        outcomes = [i.outcome for i in items if i.outcome is not None]
+        if update and not dry_run:
+            self._update_library(
+                [o.result for o in outcomes if o.result is not None and o.status != "failed"]
+            )
+        return outcomes
+
+    def _update_library(self, changed: list[PhotoResult]) -> None:
+        """Tell each library analyzer what changed; queue the photos it wants written again."""
+        if not changed:
+            return
+        for analyzer in self.library_analyzers:
+            try:
+                wanted = analyzer.update(changed, self.library)
+            except Exception as e:
+                log.error("library analyzer %s failed: %s: %s", analyzer.name, type(e).__name__, e)
+                continue
+            for path in wanted:
+                self._rewrite[Path(path)] = None
+
+    def _contributions(self, result: PhotoResult) -> tuple[AnalyzerRun, ...]:
+        """What each library analyzer adds to this photo's metadata now (each in its own error boundary)."""
+        fingerprints = self.fingerprints()
+        runs = []
+        for analyzer in self.library_analyzers:
+            name = analyzer.name
+            fingerprint = fingerprints.get(f"library:{name}", "")
+            try:
+                analysis = analyzer.contribute(result, self.library)
+            except Exception as e:
+                error = f"library analyzer {name} failed: {type(e).__name__}: {e}"
+                runs.append(AnalyzerRun(name, "library", ModelInfo(name), fingerprint, None, error))
+                continue
+            if analysis is not None:
+                runs.append(AnalyzerRun(name, "library", ModelInfo(name), fingerprint, analysis))
+        return tuple(runs)
 
     def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
         name = analyzer.name
@@ -382,6 +482,9 @@ class Pipeline:
         photo = item.photo
         runs = tuple(item.runs[a.name] for a in self.analyzers if a.name in item.runs)
         result = PhotoResult(photo, item.width, item.height, runs)
+        if self.library_analyzers:
+            result = replace(result, runs=runs + self._contributions(result))
+            runs = result.runs
         errors = [r.error for r in runs if r.error]
         if dry_run:
             return Outcome(item.path, "dry-run", "; ".join(errors), result=result)
@@ -394,9 +497,6 @@ class Pipeline:
     def _write_locked(self, item: _Item, result: PhotoResult, errors: list[str]) -> Outcome:
         """Write and record one photo while holding its folder's lock (no other phototag writes there)."""
         photo, runs = result.photo, result.runs
-        if item.path.parent not in self._cleaned:  # temp files of a killed run, once per folder and run
-            self._cleaned.add(item.path.parent)
-            remove_stale_in(item.path.parent)
         try:
             st = item.path.stat()
         except OSError as e:
@@ -422,9 +522,10 @@ class Pipeline:
             written = self._after_write(photo)
         except OSError as e:  # moved or deleted right after our write
             return _failed_io(item.path, e, "recording")
-        self.state.store_runs(photo.content_hash, list(runs))
+        cacheable = [r for r in runs if r.task != "library"]  # contributions change with the library
+        self.state.store_runs(photo.content_hash, cacheable)
         if written.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
-            self.state.store_runs(written.content_hash, list(runs))
+            self.state.store_runs(written.content_hash, cacheable)
         ok = {r.analyzer: r.fingerprint for r in runs if r.error is None}
         ok.update((k, v) for k, v in self.fingerprints().items() if k.startswith("writer:"))
         self.state.record_done(

@@ -239,9 +239,20 @@ class StateDB(SQLiteFile):
         )
         if not rows:
             return None
-        run = run_from_dict(json.loads(rows[0][0]))
-        if run.analysis is not None and run.task == "embed":
-            vector = self.embedding(content_hash, fingerprint)
+        return self._with_vector(content_hash, json.loads(rows[0][0]))
+
+    def runs_for_hash(self, content_hash: str) -> list[AnalyzerRun]:
+        """Every cached run of these bytes, whatever its fingerprint (for analyses across photos)."""
+        rows = self._query("SELECT run FROM runs WHERE content_hash = ? ORDER BY analyzer", (content_hash,))
+        runs = [self._with_vector(content_hash, json.loads(r[0])) for r in rows]
+        return [r for r in runs if r is not None]
+
+    def _with_vector(self, content_hash: str, doc: dict[str, object]) -> AnalyzerRun | None:
+        """A stored run, with its embedding put back from the embeddings table (None when it went missing)."""
+        run = run_from_dict(doc)
+        # runs of any task may carry a vector (``embedded``); older caches mark them by the embed task only
+        if run.analysis is not None and (doc.get("embedded") or run.task == "embed"):
+            vector = self.embedding(content_hash, run.fingerprint)
             if vector is None:  # the vector went missing: treat as not cached
                 return None
             run = replace(run, analysis=replace(run.analysis, embedding=tuple(float(x) for x in vector)))
@@ -254,10 +265,13 @@ class StateDB(SQLiteFile):
             for run in runs:
                 if run.analysis is None:
                     continue
+                doc = run_to_dict(run, False)
+                if run.analysis.embedding is not None:
+                    doc["embedded"] = True  # the vector is in the embeddings table
                 db.execute(
                     "INSERT OR REPLACE INTO runs (content_hash, analyzer, fingerprint, run, created)"
                     " VALUES (?,?,?,?,?)",
-                    (content_hash, run.analyzer, run.fingerprint, json.dumps(run_to_dict(run, False)), now),
+                    (content_hash, run.analyzer, run.fingerprint, json.dumps(doc), now),
                 )
                 if run.analysis.embedding is not None:
                     vector = np.asarray(run.analysis.embedding, dtype=np.float32)

@@ -18,8 +18,12 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from PIL import Image
 
-Task = Literal["caption", "classify", "detect", "embed", "vqa"]
+Task = str
+"""What an analyzer does. The builtin tasks are :data:`TASKS`; a plugin may add its own (``ocr``, ``faces-id``,
+``places``) without changing the core: the core treats every task alike. ``embed`` marks analyzers whose
+results carry an image embedding that ``phototag search``/``similar`` use."""
 TASKS: tuple[Task, ...] = ("caption", "classify", "detect", "embed", "vqa")
+"""The builtin tasks."""
 RegionKind = Literal["face", "object"]
 
 
@@ -211,6 +215,62 @@ class Writer(Protocol):
     def write(self, result: PhotoResult) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class Untaggable(Protocol):
+    """A writer that can take back exactly what it wrote (``phototag untag``)."""
+
+    def remove(self, path: Path) -> Any: ...
+
+
+@runtime_checkable
+class OwnsFiles(Protocol):
+    """A writer that makes files beside the photo (sidecars): a deleted one is written again on the next scan."""
+
+    def owned_files(self, photo: Path) -> list[Path]: ...
+
+
+@runtime_checkable
+class Fingerprinted(Protocol):
+    """A writer whose output depends on settings: when its fingerprint changes, the metadata of every photo is
+    written again from the cached results (no model runs)."""
+
+    def fingerprint(self) -> str: ...
+
+
+class Library(Protocol):
+    """What an analysis across photos may read (the state DB, read-only)."""
+
+    def paths_for_hash(self, content_hash: str) -> list[Path]:
+        """Every recorded path whose bytes have this content hash."""
+
+    def photos(self, under: Path | None = None) -> list[Photo]:
+        """Every photo recorded as done (below ``under``)."""
+
+    def runs(self, content_hash: str) -> list[AnalyzerRun]:
+        """The cached analyzer runs of these bytes (with the current fingerprints or older ones)."""
+
+
+@runtime_checkable
+class LibraryAnalyzer(Protocol):
+    """An analysis that spans photos: people clustering, duplicate groups, learning from the user's keywords.
+
+    Registered with the ``register_library_analyzers`` hook. After each batch of photos is analysed and
+    written, :meth:`update` looks across the library and returns the photos done *before* whose metadata must
+    change (a new copy of a photo makes the old one a duplicate; a person was named): the core writes those
+    again from their cached results, with no model run. :meth:`contribute` says what the analysis adds to one
+    photo's metadata right now; it is called for every photo that is written. ``fingerprint()`` covers the
+    analyzer's settings: when it changes, every photo's metadata is written again.
+    """
+
+    name: str
+
+    def fingerprint(self) -> str: ...
+
+    def contribute(self, result: PhotoResult, library: Library) -> Analysis | None: ...
+
+    def update(self, changed: Sequence[PhotoResult], library: Library) -> Sequence[Path]: ...
 
 
 @runtime_checkable
