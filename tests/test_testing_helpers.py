@@ -57,3 +57,20 @@ def test_decoded_matches_pipeline_decoding(tmp_path: Path) -> None:
     assert (d.width, d.height) == (451, 300)
     assert min(d.image.size) == 100
     assert Orientation().analyze([d])[0].tags[0].name == "Landscape"
+
+
+def test_run_plugin_takes_an_analyzer_object_too(tmp_path: Path) -> None:
+    photos = sample_photos(tmp_path / "photos")
+    outcomes = run_plugin(Orientation(), photos, tmp_path)
+    assert outcomes["cat.jpg"].status == "tagged"
+    assert [t.name for _, t in outcomes["cat.jpg"].result.tags] == ["Landscape"]
+
+
+def test_run_plugin_refuses_what_is_neither_plugin_nor_analyzer(tmp_path: Path) -> None:
+    import pytest
+
+    class Almost:  # an analyzer without analyze()
+        name, task, input_size = "almost", "classify", 32
+
+    with pytest.raises(TypeError, match="is neither"):
+        run_plugin(Almost(), tmp_path, tmp_path)

@@ -121,10 +121,17 @@ def collect(
     """
     out: list[tuple[str, Any]] = []
     caller = getattr(pm.hook, hook_name)
+    expected = REGISTERS.get(hook_name)
     for impl in caller.get_hookimpls():  # registration order (pluggy calls hooks in reverse)
         name = impl.plugin_name
         got: list[Any] = []
-        offered = {"register": got.append, **kwargs}
+
+        def register(obj: Any, got: list[Any] = got, plugin: str = name) -> None:
+            if expected is not None:
+                check_registered(obj, expected, plugin)
+            got.append(obj)
+
+        offered = {"register": register, **kwargs}
         try:
             impl.function(**{k: v for k, v in offered.items() if k in impl.argnames})
         except Exception as e:
@@ -132,6 +139,32 @@ def collect(
             continue
         out.extend((name, obj) for obj in got)
     return out
+
+
+def _registers() -> dict[str, type]:
+    from .types import Analyzer, LibraryAnalyzer, Writer
+
+    return {
+        "register_analyzers": Analyzer,
+        "register_writers": Writer,
+        "register_library_analyzers": LibraryAnalyzer,
+    }
+
+
+REGISTERS = _registers()
+"""What each ``register_*`` hook's ``register`` callback accepts."""
+
+
+def check_registered(obj: Any, protocol: type, plugin: str) -> None:
+    """Raise TypeError naming the plugin and the missing members when ``obj`` is not a ``protocol``."""
+    members = [*getattr(protocol, "__annotations__", {})]
+    members += [k for k, v in vars(protocol).items() if callable(v) and not k.startswith("_")]
+    missing = sorted({m for m in members if not hasattr(obj, m)})
+    if missing or not isinstance(obj, protocol):
+        raise TypeError(
+            f"plugin {plugin} registered {type(obj).__name__}, which is not a {protocol.__name__}: it lacks "
+            f"{', '.join(missing) or 'the right members'}"
+        )
 
 
 def notify(hook: Any, hook_name: str, **kwargs: Any) -> None:

@@ -53,8 +53,10 @@ from .types import (
     AnalyzerRun,
     DecodedImage,
     Device,
+    Fingerprinted,
     LibraryAnalyzer,
     ModelInfo,
+    OwnsFiles,
     Photo,
     PhotoResult,
     Writer,
@@ -223,11 +225,10 @@ class Pipeline:
         changes, the metadata is written again from the cached results, without running a model."""
         out = {}
         for writer in self.writers:
-            fingerprint = getattr(writer, "fingerprint", None)
-            if fingerprint is None:
+            if not isinstance(writer, Fingerprinted):
                 continue
             try:
-                out[f"writer:{writer.name}"] = str(fingerprint())
+                out[f"writer:{writer.name}"] = str(writer.fingerprint())
             except Exception as e:
                 log.error(
                     "writer %s: fingerprint() failed (%s): its metadata is written every time", writer.name, e
@@ -545,8 +546,7 @@ class Pipeline:
         """Names of the files the writers made for ``path`` that exist now (beside the photo)."""
         names = []
         for writer in self.writers:
-            owned = getattr(writer, "owned_files", None)
-            for out in owned(path) if owned is not None else ():
+            for out in writer.owned_files(path) if isinstance(writer, OwnsFiles) else ():
                 if os.path.lexists(out):
                     names.append(out.name)
         return names
