@@ -382,3 +382,48 @@ def test_a_scan_with_nothing_to_do_still_removes_stale_temp_files(photos: Path, 
     summary, _ = run(config, pm, [photos / "cat.jpg"])
     assert summary.skipped == 1
     assert [f.exists() for f in stale] == [False, False]
+
+
+class Mover:
+    """A writer that moves the photo away as it writes: another program renaming it at that very moment."""
+
+    name = "mover"
+
+    def write(self, result) -> None:  # type: ignore[no-untyped-def]
+        result.photo.path.rename(result.photo.path.with_name("moved-" + result.photo.path.name))
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_photo_moved_between_write_and_record_is_transient(photos: Path, make_config, pm) -> None:
+    from phototag import hookimpl
+
+    class Writers:
+        @hookimpl
+        def register_writers(self, register, config):  # type: ignore[no-untyped-def]
+            register(Mover())
+
+    with registered(pm, Writers(), "writers"):
+        summary, outcomes = run(make_config(), pm, [photos / "cat.jpg", photos / "rocket.jpg"])
+    assert summary.failed == 2
+    for name in ("cat.jpg", "rocket.jpg"):
+        assert outcomes[name].transient
+        assert (
+            outcomes[name].message
+            == f"{photos / name}: moved or deleted right after its metadata was written; not recorded"
+        )
+
+
+def test_untag_reports_a_file_it_could_not_clean(photos: Path, tmp_path: Path) -> None:
+    state = tmp_path / "state.db"
+    assert phototag("--set", f"state_db={state}", "scan", str(photos / "cat.jpg")).returncode == 0
+    (photos / "cat.jpg.xmp").chmod(0o444)
+    done = phototag(
+        "--set", f"state_db={state}", "untag", str(photos / "cat.jpg"), str(photos / "rocket.jpg")
+    )
+    err = done.stderr.decode()
+    assert done.returncode == 1, err
+    assert f"{photos / 'cat.jpg'}: NOT untagged: " in err and "read-only" in err
+    assert f"{photos / 'rocket.jpg'}: untagged" in done.stdout.decode()
+    assert b"AddedSubject" in (photos / "cat.jpg.xmp").read_bytes()

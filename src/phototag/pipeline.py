@@ -521,7 +521,12 @@ class Pipeline:
                 return Outcome(item.path, "failed", message, _is_transient(e), result)
         try:
             written = self._after_write(photo)
-        except OSError as e:  # moved or deleted right after our write
+        except FileNotFoundError:
+            message = (
+                f"{display(item.path)}: moved or deleted right after its metadata was written; not recorded"
+            )
+            return Outcome(item.path, "failed", message, True, result)
+        except OSError as e:
             return _failed_io(item.path, e, "recording")
         cacheable = [r for r in runs if r.task != "library"]  # contributions change with the library
         self.state.store_runs(photo.content_hash, cacheable)
