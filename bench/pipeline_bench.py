@@ -41,11 +41,12 @@ from phototag.config import Config, load_config, parse_overrides
 from phototag.errors import PhototagError
 from phototag.exiftool import Exiftool
 from phototag.files import hash_file, iter_photos, make_photo
-from phototag.hardware import apply_threads, choose_device, probe
+from phototag.hardware import probe
 from phototag.images import decode, read_image
 from phototag.pipeline import Outcome, Pipeline
 from phototag.plugins.sidecar import sidecar_path as json_sidecar_path
 from phototag.plugins.xmp import XmpWriter, desired_from
+from phototag.runtime import AnalyzerRuntime
 from phototag.samples import write_samples
 from phototag.serialize import result_to_dict
 from phototag.state import StateDB
@@ -279,17 +280,17 @@ def bench_decode(
 # -- 3. analyzers -------------------------------------------------------------------------------------------------
 
 
-def load_analyzers(report: Report, analyzers: Sequence[Analyzer], config: Config) -> dict[str, Any]:
-    """Load each analyzer on the device the pipeline would pick (cold: the first load in this process)."""
+def load_analyzers(report: Report, runtime: AnalyzerRuntime) -> dict[str, Any]:
+    """Load each analyzer through the runtime, on the device the pipeline picks (cold: the first load in this
+    process)."""
     devices = {}
-    hardware = probe()
-    for a in analyzers:
-        preference = getattr(getattr(a, "settings", None), "device", None) or config.device
-        device = choose_device(a.needs, preference, hardware, dtype=config.dtype, threads=config.threads)
-        apply_threads(device)
+    for a in runtime.analyzers:
         t = time.perf_counter()
-        a.load(device)
+        error = runtime.load(a.name)
         seconds = time.perf_counter() - t
+        if error is not None:
+            raise SystemExit(error)
+        device = runtime.devices()[a.name]
         where = f"{device.torch_device} {device.dtype}, {device.threads} threads"
         devices[a.name] = {"device": device.torch_device, "dtype": device.dtype, "threads": device.threads}
         shared = " (model shared, already loaded)" if seconds < 0.005 else ""
@@ -297,32 +298,40 @@ def load_analyzers(report: Report, analyzers: Sequence[Analyzer], config: Config
     return devices
 
 
+def analyze(runtime: AnalyzerRuntime, name: str, images: Sequence[DecodedImage]) -> list[Analysis]:
+    """``runtime.analyze``, stopping the benchmark on an error (a benchmark of a failing model means nothing)."""
+    ran = runtime.analyze(name, images)
+    if ran.analyses is None:
+        raise SystemExit(ran.error)
+    return ran.analyses
+
+
 def _timed_pass(
-    analyzer: Analyzer, images: Sequence[DecodedImage], batch: int, tag: str
+    runtime: AnalyzerRuntime, analyzer: Analyzer, images: Sequence[DecodedImage], batch: int, tag: str
 ) -> tuple[float, list[Analysis]]:
     images = _fresh(images, tag)
     results: list[Analysis] = []
     t = time.perf_counter()
     for i in range(0, len(images), batch):
-        results += analyzer.analyze(images[i : i + batch])
+        results += analyze(runtime, analyzer.name, images[i : i + batch])
     return time.perf_counter() - t, results
 
 
 def bench_analyzers(
-    report: Report, analyzers: Sequence[Analyzer], images: Sequence[DecodedImage], batch: int, repeats: int
+    report: Report, runtime: AnalyzerRuntime, images: Sequence[DecodedImage], batch: int, repeats: int
 ) -> tuple[dict[str, Any], dict[str, list[Analysis]]]:
     """images/s per analyzer at batch 1 and batch ``batch`` on pre-decoded images, after a warm-up."""
     sizes = [1] if batch == 1 else [1, batch]
     out: dict[str, Any] = {}
     analyses: dict[str, list[Analysis]] = {}
     n = len(images)
-    for a in analyzers:
+    for a in runtime.analyzers:
         for b in sizes:  # warm-up: first calls allocate, pick kernels, encode vocabularies
-            _timed_pass(a, images[:b], b, f"{a.name}-warm{b}")
+            _timed_pass(runtime, a, images[:b], b, f"{a.name}-warm{b}")
         times: dict[int, list[float]] = {b: [] for b in sizes}
         for r in range(repeats):
             for b in sizes:  # interleaved, so that a noisy moment does not hit one batch size only
-                seconds, analyses[a.name] = _timed_pass(a, images, b, f"{a.name}-b{b}r{r}")
+                seconds, analyses[a.name] = _timed_pass(runtime, a, images, b, f"{a.name}-b{b}r{r}")
                 times[b].append(seconds)
         rates = {b: n / min(times[b]) for b in sizes}
         label = f"{a.name} ({_short(_model_id(a))})"
@@ -446,7 +455,7 @@ def _per_image(spent: dict[str, float], n: int) -> dict[str, float]:
 
 
 def naive_loop(
-    config: Config, paths: Sequence[Path], analyzers: Sequence[Analyzer], min_side: int, tag: str
+    config: Config, paths: Sequence[Path], runtime: AnalyzerRuntime, min_side: int, tag: str
 ) -> dict[str, Any]:
     """Full decode, every analyzer at batch 1, one exiftool process per file, JSON written plainly."""
     exe = shutil.which(config.exiftool.path) or config.exiftool.path
@@ -461,9 +470,9 @@ def naive_loop(
         d = DecodedImage(_stat_photo(p, f"{tag}-{i}"), image, w, h, "JPEG")
         t1 = time.perf_counter()
         runs = []
-        for a in analyzers:
+        for a in runtime.analyzers:
             ta = time.perf_counter()
-            analysis = a.analyze([d])[0]
+            analysis = analyze(runtime, a.name, [d])[0]
             in_model[a.name] = in_model.get(a.name, 0.0) + time.perf_counter() - ta
             runs.append(AnalyzerRun(a.name, a.task, a.model_info(), a.fingerprint(), analysis))
         result = PhotoResult(d.photo, w, h, tuple(runs))
@@ -508,7 +517,7 @@ def bench_whole(
     config: Config,
     work: Path,
     paths: Sequence[Path],
-    analyzers: Sequence[Analyzer],
+    runtime: AnalyzerRuntime,
     min_side: int,
     repeats: int,
 ) -> dict[str, Any]:
@@ -523,7 +532,7 @@ def bench_whole(
 
             def naive(r: int = r) -> None:
                 folder = copy_tree(paths, work / f"naive-{r}")
-                naive_runs.append(naive_loop(config, folder, analyzers, min_side, f"naive{r}"))
+                naive_runs.append(naive_loop(config, folder, runtime, min_side, f"naive{r}"))
 
             def piped(r: int = r) -> None:
                 folder = work / f"pipeline-{r}"
@@ -773,16 +782,17 @@ def _sections(
     )
     print(f"  {'':<48} {'figure':>8} {'unit':<9} {'ratio':>7}  note")
 
-    devices = load_analyzers(report, analyzers, config)
+    runtime = AnalyzerRuntime(config, analyzers)
+    devices = load_analyzers(report, runtime)
     torch_threads = _torch_threads()
     # the size the pipeline decodes to: the largest input any enabled analyzer needs
     min_side = max(a.input_size for a in analyzers)
     decode_rows = bench_decode(report, config, paths[: min(n, 12)], sorted({224, 384, min_side}))
     decoded = [decode(make_photo(p), min_side, config.image) for p in paths]
-    per_task, analyses = bench_analyzers(report, analyzers, decoded, config.batch_size, args.repeats)
+    per_task, analyses = bench_analyzers(report, runtime, decoded, config.batch_size, args.repeats)
     del decoded
     meta = bench_metadata(report, config, work, paths, analyzers, analyses)
-    whole = bench_whole(report, config, work, paths, analyzers, min_side, args.repeats)
+    whole = bench_whole(report, config, work, paths, runtime, min_side, args.repeats)
 
     machine["torch_threads"] = torch_threads
     machine["cpu_seconds"] = competition(cpu_start, cpu_seconds(), time.perf_counter() - wall_start, machine)
