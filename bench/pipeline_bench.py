@@ -45,12 +45,13 @@ from phototag.hardware import probe
 from phototag.images import decode, read_image
 from phototag.pipeline import Outcome, Pipeline
 from phototag.plugins.sidecar import sidecar_path as json_sidecar_path
-from phototag.plugins.xmp import XmpWriter, desired_from
+from phototag.plugins.xmp import XmpWriter
 from phototag.runtime import AnalyzerRuntime
 from phototag.samples import write_samples
 from phototag.serialize import result_to_dict
 from phototag.state import StateDB
 from phototag.types import Analysis, Analyzer, AnalyzerRun, DecodedImage, Photo, PhotoResult
+from phototag.xmpdesired import desired_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "pipeline.json"

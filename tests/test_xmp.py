@@ -18,12 +18,18 @@ import pytest
 from PIL import Image
 
 from exiv2_reader import exiv2_read
+from phototag import xmpdesired, xmpfields, xmpplan
 from phototag.config import Config
 from phototag.errors import ExiftoolTimeout, MetadataError
 from phototag.exiftool import Exiftool
 from phototag.manager import collect, get_plugin_manager
-from phototag.plugins.xmp import Desired, Target, XmpWriter, desired_from, plan, sidecar_path
+from phototag.plugins import xmp
+from phototag.plugins.xmp import XmpWriter, sidecar_path
 from phototag.types import Analysis, AnalyzerRun, ModelInfo, Photo, PhotoResult, Region, Tag, Writer
+from phototag.xmpdesired import Desired, desired_from
+from phototag.xmpplan import Target, plan
+from test_exiftool import alive
+from waiting import wait_for
 
 MODEL = ModelInfo("test/classifier", "rev-1")
 
@@ -149,6 +155,46 @@ def test_hook_registers_the_writer_only_when_enabled(make_config: Callable[..., 
     assert got[0][1].exiftool.pid is None  # registering is cheap: exiftool starts on the first write
     got[0][1].close()
     assert collect(pm, "register_writers", on_error, config=make_config(metadata__xmp="false")) == []
+
+
+def test_names_other_modules_import_from_the_writer_are_still_there() -> None:
+    assert (xmp.Desired, xmp.desired_from, xmp.mwg_face, xmp.mwg_key) == (
+        xmpdesired.Desired,
+        xmpdesired.desired_from,
+        xmpdesired.mwg_face,
+        xmpdesired.mwg_key,
+    )
+    assert (xmp.Target, xmp.plan) == (xmpplan.Target, xmpplan.plan)
+    assert (xmp.xmp_field_problem, xmp.is_user_caption, xmp.FieldKind) == (
+        xmpfields.xmp_field_problem,
+        xmpfields.is_user_caption,
+        xmpfields.FieldKind,
+    )
+    assert all(hasattr(xmp, name) for name in xmp.__all__)
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("mode", "embed"),
+        ("sidecar_name", "replace"),
+        ("keyword_root", "Auto"),
+        ("caption", "replace"),
+        ("min_score", "0.5"),
+        ("write_read_only", "true"),
+    ],
+)
+def test_fingerprint_changes_with_each_setting_that_changes_what_is_written(
+    make_writer, setting: str, value: str
+) -> None:
+    base = make_writer().fingerprint()
+    assert make_writer().fingerprint() == base
+    assert make_writer(**{f"metadata__{setting}": value}).fingerprint() != base
+
+
+def test_fingerprint_ignores_settings_that_do_not_change_what_is_written(make_writer) -> None:
+    base = make_writer().fingerprint()
+    assert make_writer(metadata__json_sidecar="false", exiftool__timeout="5").fingerprint() == base
 
 
 # -- sidecar mode --------------------------------------------------------------------------------------------
@@ -548,7 +594,7 @@ def test_killed_exiftool_child_next_write_works(make_writer, photos: Path, reade
     pid = writer.exiftool.pid
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
+    assert wait_for(lambda: not alive(pid), 10)
     writer.write(result_b(photos / "cat.jpg"))
     writer.write(result_a(photos / "rocket.jpg"))
     assert reader.read_tags(photos / "cat.jpg", "XMP-dc:Subject") == {"XMP-dc:Subject": ["Cat", "Sofa"]}
@@ -850,7 +896,7 @@ def test_refused_fields_are_skipped_and_logged_not_fatal(
     }
     fields = {**refused, "XMP-photoshop:headline": "a cat"}  # exiftool's spelling is Headline
     writer = make_writer(metadata__mode="embed")
-    with caplog.at_level("WARNING", logger="phototag.plugins.xmp"):
+    with caplog.at_level("WARNING", logger="phototag"):  # the writer's and xmpdesired's warnings
         writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields)))
         bad = AnalyzerRun("odd", "vqa", VQA_MODEL, "fp", Analysis(extra={"xmp": "not a mapping"}))
         writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields), bad))

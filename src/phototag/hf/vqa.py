@@ -7,7 +7,8 @@ LLaVA, ...; the question is wrapped in the processor's chat template). For each 
   in this photo?" answered "yes" -> ``People``). The tag's score is the model's confidence in its answer.
 - ``field``: the answer text in ``Analysis.answers[field]`` (the JSON sidecar keeps it).
 - ``xmp``: an XMP tag (``XMP-photoshop:Headline``); the answer goes to ``Analysis.extra["xmp"][tag]`` and the
-  XMP writer writes it there, under phototag's ownership rules (see :mod:`phototag.plugins.xmp`).
+  XMP writer writes it there, under phototag's ownership rules (see :mod:`phototag.xmpplan`; which tags may
+  take an answer: :func:`phototag.xmpfields.xmp_field_problem`).
 
 Every question and answer, with its score, is also in ``Analysis.extra["qa"]`` (the XMP writer records them
 in ``XMP-phototag:Answers``).
@@ -24,8 +25,8 @@ from pydantic import Field, field_validator, model_validator
 
 from ..config import PluginSettings, Section
 from ..errors import PhototagError
-from ..plugins.xmp import xmp_field_problem
 from ..types import Analysis, DecodedImage, Tag, Task
+from ..xmpfields import xmp_field_problem
 from .generation import Generated, GenerateOptions, GeneratorAnalyzer, TextGenerator
 
 DEFAULT_MODEL = "Salesforce/blip-vqa-base"

@@ -1,0 +1,351 @@
+"""Planning: what a file's XMP holds now + what phototag wants there -> exiftool arguments; pure.
+
+:func:`plan` takes the target's current metadata (a dict as read with ``exiftool -G1 -struct``) and a
+:class:`~phototag.xmpdesired.Desired`, and returns the arguments that add, replace and remove what phototag
+owns, keeping everything else. No I/O: no exiftool process, no file system (a :class:`Target` holds paths as
+data only); the writer (:mod:`phototag.plugins.xmp`) reads, asks exiftool what kind each answer field is,
+and runs the arguments.
+
+Ownership. phototag records in its namespace exactly what it ADDED: the flat keywords / hierarchy entries that
+were not there before (``AddedSubject`` ...), the caption it wrote, the keys of its face regions; its object
+regions carry ``RId phototag:N``. A re-run removes exactly those (``-TAG-=v`` then ``-TAG+=v``) and adds the
+new ones, so nothing is duplicated and the user's own keywords, hierarchy, caption and regions survive,
+including a user keyword identical to one phototag would add (it was there first, so it is not recorded).
+Limitation: a keyword the user adds *after* phototag added the identical one is indistinguishable from
+phototag's and goes away with ``untag``. A face region the user renamed becomes the user's; phototag does not
+add a second box on the same area. ``write`` makes the metadata reflect the given result: the core passes the
+complete result for a photo (all analyzers), and whatever phototag wrote before that is not in it is removed.
+When nothing would change, nothing is written (the file keeps its bytes and mtime).
+
+Captions. ``caption: keep`` never overwrites a caption phototag did not write: if any caption field (in
+sidecar mode also the photo's embedded ones) holds a non-blank text other than phototag's last caption, no
+caption is written; a camera's placeholder (``OLYMPUS DIGITAL CAMERA``,
+:func:`~phototag.xmpfields.is_user_caption`) is nobody's caption. ``replace`` overwrites. Control characters
+other than tab/newline (invalid in XML) become spaces; CR LF and CR become LF (XML readers normalise them
+anyway).
+
+Fields (answers written to XMP tags; which tags may take one: :func:`~phototag.xmpfields.xmp_field_problem`).
+phototag records each value it wrote in ``XMP-phototag:Fields`` (Tag, Value). Ownership follows
+``metadata.caption``: with ``keep`` a field is written only when it is empty (in sidecar mode also in the
+photo's own XMP) or still holds the value phototag recorded; a value the user wrote stays. ``replace``
+overwrites it. A language alternative (``dc:title``) is written to its ``x-default`` entry; the other
+languages stay. A list tag (Bag/Seq) works like the keywords whatever ``metadata.caption`` says: phototag's
+entry is added next to the user's (``-=`` then ``+=``, no duplicates) and an entry the user had first is not
+recorded. A re-run replaces phototag's value; when an analyzer has no answer any more, the value is removed
+where it is unchanged; ``untag`` removes exactly the values recorded in Fields.
+
+Untag is ``plan`` with an empty ``Desired()``: it removes exactly what the namespace records.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import __version__
+from .errors import display
+from .exiftool import as_list, serialize_struct
+from .xmpdesired import Desired, area_key, mwg_key, object_key
+from .xmpfields import (
+    ADDED,
+    CAPTION_EXIF,
+    CAPTION_IPTC,
+    CAPTION_XMP,
+    EXIF_EXTS,
+    HIERARCHY,
+    IMAGE_REGION,
+    IPTC_CAPTION_MAX,
+    IPTC_EXTS,
+    IPTC_KEYWORD_MAX,
+    IPTC_KEYWORDS,
+    OBJECT_RID,
+    PROVENANCE,
+    REGION_INFO,
+    STRUCT_LISTS,
+    SUBJECT,
+    TAGSLIST,
+    FieldKind,
+    is_user_caption,
+    unique,
+    xmp_field_problem,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """The file exiftool edits for a photo, and which non-XMP groups it carries."""
+
+    path: Path
+    photo: Path
+    sidecar: bool
+    scratch: bool = False
+    """A file in phototag's private temp folder (a new sidecar being built): no user protections apply."""
+
+    @property
+    def iptc(self) -> bool:
+        return not self.sidecar and self.path.suffix.lower() in IPTC_EXTS
+
+    @property
+    def exif(self) -> bool:
+        return not self.sidecar and self.path.suffix.lower() in EXIF_EXTS
+
+
+def _plan_list(
+    tag: str, current: Any, prev_added: Any, desired: Sequence[str]
+) -> tuple[list[str], list[str]]:
+    """Arguments for one list field, and the new list of entries phototag added."""
+    cur = [str(v) for v in as_list(current)]
+    prev = [str(v) for v in as_list(prev_added)]
+    user = {c for c in cur if c not in prev}
+    added = [d for d in desired if d not in user]
+    remove = unique(prev + added)
+    drop = set(remove)
+    final = [c for c in cur if c not in drop] + added
+    if final == cur:
+        return [], added
+    return [f"-{tag}-={v}" for v in remove] + [f"-{tag}+={v}" for v in added], added
+
+
+def _caption_fields(target: Target, caption: str | None) -> dict[str, tuple[str, str | None]]:
+    """write tag -> (read key, value phototag wants there; None: nothing of phototag's)."""
+    fields: dict[str, tuple[str, str | None]] = {t: (k, caption) for t, k in CAPTION_XMP.items()}
+    if target.iptc:
+        fits = caption is not None and len(caption.encode()) <= IPTC_CAPTION_MAX
+        fields.update({t: (k, caption if fits else None) for t, k in CAPTION_IPTC.items()})
+    if target.exif:
+        fields.update({t: (k, caption) for t, k in CAPTION_EXIF.items()})
+    return fields
+
+
+def _plan_caption(
+    target: Target, cur: Mapping[str, Any], want: Desired, mode: str, elsewhere: Sequence[str]
+) -> tuple[list[str], str | None]:
+    """Arguments for the caption fields, and the caption phototag's provenance records afterwards."""
+    prev = cur.get("XMP-phototag:Caption")
+    prev = str(prev) if prev is not None else None
+    fields = _caption_fields(target, want.caption)
+    values = {t: (str(cur[k]) if cur.get(k) is not None else None) for t, (k, _) in fields.items()}
+    others = [*values.values(), *elsewhere]
+    user_caption = any(is_user_caption(v) and v != prev for v in others)
+    args: list[str] = []
+    if want.caption is not None and (mode == "replace" or not user_caption):
+        for t, (_, wanted) in fields.items():
+            if wanted is not None and values[t] != wanted:
+                args.append(f"-{t}={wanted}")
+            elif wanted is None and prev is not None and values[t] == prev:
+                args.append(f"-{t}=")
+        return args, want.caption
+    if want.caption is None:
+        # phototag has no caption now: take back its old one wherever it is still unchanged
+        args = [f"-{t}=" for t, v in values.items() if prev is not None and v == prev]
+        return args, None
+    # keep: the user's caption stays; phototag's old copies (if any) stay recorded so that untag finds them
+    still_ours = prev is not None and any(v == prev for v in values.values())
+    return [], prev if still_ours else None
+
+
+def _plan_faces(cur: Mapping[str, Any], prev_keys: set[str], want: Desired) -> tuple[list[str], set[str]]:
+    """Arguments for the MWG face regions, and the keys of the faces phototag owns afterwards."""
+    info = cur.get(REGION_INFO)
+    info = info if isinstance(info, Mapping) else {}
+    regions = [r for r in as_list(info.get("RegionList")) if isinstance(r, Mapping)]
+    ours = [r for r in regions if mwg_key(r) in prev_keys]
+    user = [r for r in regions if mwg_key(r) not in prev_keys]
+    user_areas = {area_key(r) for r in user}
+    # a user's region on the same area (e.g. one phototag wrote, renamed to a person) is not boxed twice
+    wanted = [f for f in want.faces if area_key(f) not in user_areas]
+    keys = {mwg_key(f) for f in wanted}
+    if [mwg_key(r) for r in ours] == [mwg_key(f) for f in wanted]:
+        return [], keys
+    if not user:
+        if not wanted:
+            return [f"-{REGION_INFO}="], keys
+        dims = {"W": str(want.width), "H": str(want.height), "Unit": "pixel"}
+        info_struct = {"AppliedToDimensions": dims, "RegionList": wanted}
+        return [f"-{REGION_INFO}=" + serialize_struct(info_struct)], keys
+    args = [f"-XMP-mwg-rs:RegionList-={serialize_struct(r)}" for r in ours]
+    args += [f"-XMP-mwg-rs:RegionList+={serialize_struct(f)}" for f in wanted]
+    if not info.get("AppliedToDimensions") and wanted:
+        args += [
+            f"-XMP-mwg-rs:RegionAppliedToDimensionsW={want.width}",
+            f"-XMP-mwg-rs:RegionAppliedToDimensionsH={want.height}",
+            "-XMP-mwg-rs:RegionAppliedToDimensionsUnit=pixel",
+        ]
+    return args, keys
+
+
+def _plan_objects(cur: Mapping[str, Any], want: Desired) -> list[str]:
+    regions = [r for r in as_list(cur.get(IMAGE_REGION)) if isinstance(r, Mapping)]
+    ours = [r for r in regions if str(r.get("RId", "")).startswith(OBJECT_RID)]
+    user = [r for r in regions if not str(r.get("RId", "")).startswith(OBJECT_RID)]
+    if [object_key(r) for r in ours] == [object_key(o) for o in want.objects]:
+        return []
+    if not user:
+        return [f"-{IMAGE_REGION}=" + (serialize_struct(want.objects) if want.objects else "")]
+    return [f"-{IMAGE_REGION}-={serialize_struct(r)}" for r in ours] + [
+        f"-{IMAGE_REGION}+={serialize_struct(o)}" for o in want.objects
+    ]
+
+
+def recorded_fields(cur: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(tag, value) pairs phototag recorded in ``XMP-phototag:Fields``, for tags it may write at all."""
+    out = []
+    for record in as_list(cur.get(f"{PROVENANCE}Fields")):
+        if isinstance(record, Mapping) and isinstance(record.get("Tag"), str) and "Value" in record:
+            tag = record["Tag"]
+            if xmp_field_problem(tag) is None:  # a hand-edited record cannot point phototag at other data
+                out.append((tag, str(record["Value"])))
+    return out
+
+
+def _plan_fields(
+    cur: Mapping[str, Any],
+    want: Desired,
+    kinds: Mapping[str, FieldKind] | None,
+    mode: str,
+    elsewhere: Mapping[str, Any],
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Arguments for the answer fields, and the (Tag, Value) records phototag keeps afterwards."""
+    prev: dict[str, list[str]] = {}
+    for tag, recorded in recorded_fields(cur):
+        prev.setdefault(tag, []).append(recorded)
+    args: list[str] = []
+    records: list[dict[str, str]] = []
+    for tag in unique([*want.fields, *prev]):
+        problem = xmp_field_problem(tag)
+        if problem is not None:
+            log.warning("not writing %s: %s", tag, problem)
+            continue
+        value = want.fields.get(tag)
+        current = cur.get(tag)
+        known = (kinds or {}).get(tag)
+        # without exiftool's word (pure use, or a tag it no longer accepts) the value read says list or not
+        kind = known or ("list" if isinstance(current, list) else "text")
+        if kind == "list":
+            tag_args, added = _plan_list(tag, current, prev.get(tag, []), [value] if value else [])
+            args += tag_args
+            records += [{"Tag": tag, "Value": v} for v in added]
+            continue
+        if isinstance(current, (list, Mapping)):
+            log.warning("not writing %s: the file holds a list or structure there, not text", tag)
+            continue
+        suffix = "-x-default" if kind == "lang-alt" else ""  # keeps the other languages
+        text = str(current) if current is not None else None
+        old = prev[tag][-1] if tag in prev else None
+        others = [text, *(str(v) for v in as_list(elsewhere.get(tag)) if not isinstance(v, (list, Mapping)))]
+        user_value = any(v is not None and v.strip() and v != old for v in others)
+        if value is not None and (mode == "replace" or not user_value):
+            if text != value:
+                args.append(f"-{tag}{suffix}={value}")
+            records.append({"Tag": tag, "Value": value})
+        elif value is None:
+            if old is not None and text == old:
+                args.append(f"-{tag}{suffix}=")  # phototag has no answer now: take back its unchanged one
+        elif old is not None and text == old:
+            # keep, with the user's value elsewhere: phototag's old one stays recorded so that untag finds it
+            records.append({"Tag": tag, "Value": old})
+    return args, records
+
+
+def _norm(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _norm(v) for k, v in value.items() if v not in ("", None)}
+    if isinstance(value, list):
+        return [_norm(v) for v in value]
+    return str(value)
+
+
+def _current_provenance(cur: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in cur.items():
+        if key.startswith(PROVENANCE):
+            name = key[len(PROVENANCE) :]
+            if name in STRUCT_LISTS or name.startswith("Added"):
+                value = as_list(value)
+            out[name] = _norm(value)
+    return out
+
+
+def _caption_model(caption: str | None, want: Desired, old: Mapping[str, Any]) -> str:
+    if not caption:
+        return ""
+    return want.caption_model if caption == want.caption else str(old.get("CaptionModel", ""))
+
+
+def plan(
+    target: Target,
+    cur: Mapping[str, Any],
+    want: Desired,
+    *,
+    caption_mode: str = "keep",
+    elsewhere_captions: Sequence[str] = (),
+    field_kinds: Mapping[str, FieldKind] | None = None,
+    elsewhere_fields: Mapping[str, Any] | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> list[str]:
+    """exiftool arguments that turn ``cur`` (what the target holds now, as read with ``-G1 -struct``) into
+    ``want`` while keeping everything phototag did not write. Empty: nothing would change.
+
+    ``field_kinds``: how each answer field is written (see :data:`FieldKind`; the writer asks exiftool);
+    ``elsewhere_fields``: the photo's own XMP in sidecar mode (a user's value there keeps a field too)."""
+    old = _current_provenance(cur)
+    args: list[str] = []
+    added: dict[str, list[str]] = {}
+    lists = [(SUBJECT, want.subject), (HIERARCHY, want.hierarchy), (TAGSLIST, want.tagslist)]
+    if target.iptc:
+        fits = [k for k in want.subject if len(k.encode()) <= IPTC_KEYWORD_MAX]
+        lists.append((IPTC_KEYWORDS, fits))
+    for tag, values in lists:
+        tag_args, added[tag] = _plan_list(tag, cur.get(tag), old.get(ADDED[tag][len(PROVENANCE) :]), values)
+        args += tag_args
+    caption_args, caption = _plan_caption(target, cur, want, caption_mode, elsewhere_captions)
+    args += caption_args
+    prev_faces = {
+        r.get("Key", "") for r in old.get("Regions", []) if isinstance(r, dict) and r.get("Kind") == "face"
+    }
+    face_args, face_keys = _plan_faces(cur, prev_faces, want)
+    args += face_args
+    args += _plan_objects(cur, want)
+    field_args, field_records = _plan_fields(cur, want, field_kinds, caption_mode, elsewhere_fields or {})
+    args += field_args
+    if target.iptc and any(a.startswith("-IPTC:") for a in args):
+        args.append("-IPTC:CodedCharacterSet=UTF8")
+
+    new: dict[str, Any] = {
+        "Root": want.root,
+        "Source": display(target.photo.name) if target.sidecar else "",
+        **{ADDED[t][len(PROVENANCE) :]: v for t, v in added.items()},
+        "Caption": caption or "",
+        "CaptionModel": _caption_model(caption, want, old),
+        "Tags": want.tags_provenance,
+        "Regions": [r for r in want.regions_provenance if r["Kind"] != "face" or r["Key"] in face_keys],
+        "Fields": field_records,
+        "Answers": want.answers_provenance,
+    }
+    new = {k: _norm(v) for k, v in new.items() if v not in ("", [], None)}
+    meaningful = {k: v for k, v in new.items() if k not in ("Root", "Source")}
+    old_cmp = {k: v for k, v in old.items() if k not in ("RunTime", "Version") and v not in ("", [])}
+    if not args and (new == old_cmp or (not meaningful and not old_cmp)):
+        return []
+    if not meaningful:
+        return [*args, f"-{PROVENANCE}all="]
+    # delete the namespace, then set every field afresh (exiftool applies the deletion first)
+    args.append(f"-{PROVENANCE}all=")
+    args += [
+        f"-{PROVENANCE}Version={__version__}",
+        f"-{PROVENANCE}RunTime={now().isoformat(timespec='seconds')}",
+    ]
+    for name, value in new.items():
+        if name in STRUCT_LISTS:
+            args.append(f"-{PROVENANCE}{name}={serialize_struct(value)}")
+        elif isinstance(value, list):
+            args += [f"-{PROVENANCE}{name}={v}" for v in value]
+        else:
+            args.append(f"-{PROVENANCE}{name}={value}")
+    return args
