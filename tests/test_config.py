@@ -81,6 +81,46 @@ def test_overrides_env_then_cli(tmp_path: Path) -> None:
         parse_overrides(["metadata.mode"])
 
 
+def test_override_errors_name_the_override_not_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "metadata:\n  mode: sidecar\nplugins:\n  demo:\n    threshold: 0.2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, overrides={"metadata.mode": "embedd"}, environ={})
+    assert str(e.value).startswith("--set: metadata.mode: ")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, environ={"PHOTOTAG_BATCH_SIZE": "lots"})
+    assert str(e.value).startswith("PHOTOTAG_BATCH_SIZE: batch_size: ")
+    # --set wins over the environment, and so does its name in the message
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"batch_size": "many"}, environ={"PHOTOTAG_BATCH_SIZE": "lots"})
+    assert str(e.value).startswith("--set: batch_size: ") and "'many'" in str(e.value)
+    # a plugin section replaced by an override: the override, not the file's old line
+    config = load_config(path, environ={"PHOTOTAG_PLUGINS__DEMO": "{threshold: 7}"})
+    with pytest.raises(ConfigError) as e:
+        config.plugin_settings("demo", DemoSettings)
+    assert str(e.value).startswith("PHOTOTAG_PLUGINS__DEMO: plugins.demo.threshold: ")
+    with pytest.raises(ConfigError) as e:
+        load_config(path, {"metadata.mode.x": "1"}, environ={})
+    assert str(e.value).startswith("--set: metadata.mode.x: cannot set a key below a non-mapping")
+    with pytest.raises(ConfigError) as e:
+        load_config(None, {"metadata.mode.x": "1"}, environ={})
+    assert str(e.value).startswith("--set: metadata.mode: ")  # the override made it a mapping
+
+
+@pytest.mark.parametrize(
+    ("key", "noun"),
+    [("folders", "folders"), ("exclude", "glob patterns"), ("image.extensions", "file extensions"),
+     ("watch.poll_folders", "folders")],
+)  # fmt: skip
+def test_one_value_where_a_list_belongs_says_so(key: str, noun: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, overrides={key: "x"}, environ={})
+    assert f"{key}: should be a list of {noun} (for just one: [x]), got 'x'" in str(e.value)
+    assert load_config(None, overrides={key: "[x]"}, environ={})  # the fix the message suggests works
+    path = write(tmp_path, "folders: /x\n")
+    with pytest.raises(ConfigError, match=rf"{path}:1: folders: should be a list of folders"):
+        load_config(path, environ={})
+
+
 def test_paths_expand_user(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, "state_db: ~/x/state.db\nfolders: [~/Pictures]\n"), environ={})
     assert config.state_db == Path.home() / "x" / "state.db"

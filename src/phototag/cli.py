@@ -1,11 +1,14 @@
 """The ``phototag`` command line. Typed errors become exit codes here and nowhere else.
 
 Exit codes: 0 all good, 1 some files failed, 2 usage or configuration error.
-Plugins add commands through the ``register_commands`` hook (``watch``, ``status``, ``search``, ...).
+Plugins add commands through the ``register_commands`` hook (``watch``, ``status``, ``search``, ...). Every
+command, a plugin's included, takes the global options (``--config``, ``--set``, ``-v``, ``-q``) after its name
+too: :class:`PhototagGroup` adds them to each command it is given.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -13,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +27,7 @@ from . import __version__
 from .config import Config, load_config, parse_overrides
 from .errors import ConfigError, PhototagError, PluginError, display
 from .manager import PluginStatus, collect, get_plugin_manager
-from .report import describe_outcome
+from .report import RunReport, describe_outcome, is_failure
 from .state_commands import state_group
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -31,15 +35,32 @@ log = logging.getLogger("phototag")
 
 
 class CliState:
-    """What every command shares: the config (loaded lazily, once) and the plugin manager."""
+    """What every command shares: the global options, the config (loaded lazily, once), the plugin manager."""
 
     def __init__(self, config_path: Path | None, overrides: tuple[str, ...], pm: pluggy.PluginManager,
                  statuses: list[PluginStatus]) -> None:  # fmt: skip
         self.config_path = config_path
         self.overrides = overrides
+        self.verbosity = 0  # -1: -q, 1: -v, 2: -vv
         self.pm = pm
         self.statuses = statuses
+        self.said: Callable[[str], bool] = lambda _: False  # was this error already logged on stderr?
         self._config: Config | None = None
+
+    def take(self, config_path: Path | None, overrides: tuple[str, ...], verbose: int, quiet: bool) -> None:
+        """Global options from one place (before the command, then after it): the later wins; ``--set``s add
+        up (the later for the same key)."""
+        if config_path is not None:
+            self.config_path = config_path
+        self.overrides = (*self.overrides, *overrides)
+        if quiet:
+            self.verbosity = -1
+        elif verbose:
+            self.verbosity = verbose
+        self._config = None
+
+    def start_logging(self) -> None:
+        self.said = _setup_logging(self.verbosity)
 
     def config(self) -> Config:
         if self._config is None:
@@ -47,35 +68,135 @@ class CliState:
         return self._config
 
 
-def _setup_logging(verbose: int, quiet: bool) -> None:
-    level = logging.WARNING if quiet else logging.DEBUG if verbose > 1 else logging.INFO
+class _ErrorsShown(logging.Filter):
+    """Remembers the errors the log printed on stderr, so that ``scan`` does not print them a second time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR:
+            self.messages.add(record.getMessage())
+        return True
+
+    def shown(self, message: str) -> bool:
+        return message in self.messages
+
+
+def _setup_logging(verbosity: int) -> Callable[[str], bool]:
+    """Log to stderr at the level ``verbosity`` asks for. Returns a check: was this error already logged there?"""
+    level = logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 1 else logging.INFO
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
-    if verbose < 2:  # third-party chatter only at -vv
+    if verbosity < 2:  # third-party chatter only at -vv
         for noisy in ("transformers", "urllib3", "huggingface_hub", "PIL", "watchdog", "filelock", "httpx"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    for handler in root.handlers:
+        shown = next((f for f in handler.filters if isinstance(f, _ErrorsShown)), None)
+        if shown is None and handler not in before:  # ours (not a test harness's): it writes to stderr
+            shown = _ErrorsShown()
+            handler.addFilter(shown)
+        if shown is not None:
+            shown.messages.clear()
+            return shown.shown
+    return lambda _: False
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# -- global options, before or after the command -------------------------------------------------------------------
+
+LATER_WINS = "Before or after the command; given in both places, the later wins."
+
+
+def _global_options(
+    taken: Collection[str] = (), dest: str = "", envvar: str | None = None
+) -> list[click.Option]:
+    """``--config``, ``--set``, ``-v``, ``-q`` as click options named ``dest + name``, without the option
+    strings in ``taken`` (a command's own ``--config`` stays its own)."""
+    specs: list[tuple[list[str], dict[str, Any]]] = [
+        (["-c", "--config"], {"type": click.Path(path_type=Path), "envvar": envvar, "metavar": "FILE",
+          "help": "Config file (default: $PHOTOTAG_CONFIG or ~/.config/phototag/config.yaml). " + LATER_WINS}),
+        (["-s", "--set"], {"multiple": True, "metavar": "KEY=VALUE",
+          "help": "Override a config key, e.g. --set metadata.mode=embed (repeatable; for the same key the "
+                  "later wins)."}),
+        (["-v", "--verbose"], {"count": True, "help": "More log output (-vv for debug). " + LATER_WINS}),
+        (["-q", "--quiet"], {"is_flag": True, "help": "Only warnings and errors on stderr. " + LATER_WINS}),
+    ]  # fmt: skip
+    names = ("config_path", "overrides", "verbose", "quiet")
+    options = []
+    for (decls, attrs), name in zip(specs, names, strict=True):
+        free = [d for d in decls if d not in taken]
+        if free:
+            options.append(click.Option([*free, dest + name], **attrs))
+    return options
+
+
+GLOBAL_DEST = "global_"
+_HAS_GLOBALS = "_phototag_global_options"
+
+
+def accept_global_options(command: click.Command) -> click.Command:
+    """Let ``command`` (and a group's subcommands) take the global options after its name too:
+    ``phototag scan -q --config x.yaml DIR``. They apply after those before the name (the later wins)."""
+    if getattr(command, _HAS_GLOBALS, False):
+        return command
+    setattr(command, _HAS_GLOBALS, True)
+    taken = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    added = _global_options(taken, dest=GLOBAL_DEST)
+    command.params.extend(added)
+    names = [str(o.name) for o in added]
+    callback = command.callback
+    is_group = isinstance(command, click.Group)
+
+    def with_global_options(*args: Any, **kwargs: Any) -> Any:
+        given = {n.removeprefix(GLOBAL_DEST): kwargs.pop(n) for n in names}
+        state = click.get_current_context().find_object(CliState)
+        if state is not None:
+            state.take(given.get("config_path"), given.get("overrides", ()), given.get("verbose", 0),
+                       given.get("quiet", False))  # fmt: skip
+            if not is_group:  # the last word on -v/-q is in: start logging
+                state.start_logging()
+        return callback(*args, **kwargs) if callback is not None else None
+
+    if callback is not None:
+        functools.update_wrapper(with_global_options, callback)
+    command.callback = with_global_options
+    if isinstance(command, click.Group):
+        for sub in command.commands.values():
+            accept_global_options(sub)
+    return command
+
+
+class PhototagGroup(click.Group):
+    """The ``phototag`` group: every command added to it (builtin or a plugin's) takes the global options."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        super().add_command(accept_global_options(cmd), name)
+
+
+@click.group(
+    cls=PhototagGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    params=_global_options(envvar="PHOTOTAG_CONFIG"),
+)
 @click.version_option(__version__, prog_name="phototag")
-@click.option("-c", "--config", "config_path", type=click.Path(path_type=Path), envvar="PHOTOTAG_CONFIG",
-              help="Config file (default: $PHOTOTAG_CONFIG or ~/.config/phototag/config.yaml).")  # fmt: skip
-@click.option("-s", "--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override a config key, e.g. --set metadata.mode=embed (repeatable).")  # fmt: skip
-@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
-@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors on stderr.")
 @click.pass_context
 def cli(
     ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], verbose: int, quiet: bool
 ) -> None:
-    """Look at photos and write what is in them into their metadata."""
-    _setup_logging(verbose, quiet)
+    """Look at photos and write what is in them into their metadata.
+
+    The global options (--config, --set, -v, -q) go before or after the command: `phototag scan -q DIR` is
+    `phototag -q scan DIR`. Given in both places, the later wins.
+    """
     if ctx.obj is None:
         pm, statuses = get_plugin_manager()
-        ctx.obj = CliState(config_path, overrides, pm, statuses)
-    else:  # main() built the plugin manager to add plugin commands before parsing
-        ctx.obj.config_path, ctx.obj.overrides = config_path, overrides
+        ctx.obj = CliState(None, (), pm, statuses)
+    # main() built the plugin manager (to add plugin commands) before parsing
+    ctx.obj.take(config_path, overrides, verbose, quiet)
 
 
 # -- scan ---------------------------------------------------------------------------------------------------------
@@ -125,17 +246,29 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
 
         bar = tqdm(total=len(files), unit="file", dynamic_ncols=True, file=sys.stderr)
 
+    lines = RunReport(said=state.said)
+    failures: list[Outcome] = []  # a dry run's too: the ones a real run would fail
+
+    def echo(text: str, err: bool = False) -> None:
+        if bar is not None:
+            bar.write(text, file=sys.stderr if err else sys.stdout)
+        else:
+            click.echo(text, err=err)
+
     def report(outcome: Any) -> None:
+        if is_failure(outcome):
+            failures.append(outcome)
+        if outcome.status == "skipped":
+            if not as_json:
+                log.debug("%s", describe_outcome(outcome))
+        else:
+            notices, text = lines.line(outcome)
+            for notice in notices:  # an analyzer's error, once per run, not once per photo
+                echo(f"error: {notice}", err=True)
+            if not as_json:
+                echo(text)
         if as_json:
             click.echo(json.dumps(_outcome_json(outcome), ensure_ascii=False))
-        elif outcome.status == "skipped":
-            log.debug("%s", describe_outcome(outcome))
-        else:
-            text = describe_outcome(outcome)
-            if bar is not None:
-                bar.write(text)
-            else:
-                click.echo(text)
         if bar is not None:
             bar.update(1)
 
@@ -153,14 +286,17 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
     if bar is not None:
         bar.close()
     rate = summary.total / summary.seconds if summary.seconds else 0.0
+    fine = summary.dry_run - sum(f.status == "dry-run" for f in failures)
+    analysed = f", {fine} would be tagged" if dry_run else ""
+    rewritten = f"{summary.rewritten} rewritten (metadata only), " if summary.rewritten else ""
     click.echo(
-        f"{'dry run: ' if dry_run else ''}{summary.tagged} tagged, {summary.skipped} skipped (already done), "
-        f"{summary.failed} failed, in {summary.seconds:.1f} s ({rate:.1f} files/s)",
+        f"{'dry run: ' if dry_run else ''}{summary.tagged} tagged, {rewritten}{summary.skipped} skipped "
+        f"(already done), {len(failures)} failed{analysed}, in {summary.seconds:.1f} s ({rate:.1f} files/s)",
         err=as_json,
     )
-    for failure in summary.failures:
-        click.echo(f"  failed: {display(failure.message)}", err=True)
-    if summary.failed:
+    for failure in failures:
+        click.echo(f"  failed: {lines.failure(failure)}", err=True)
+    if failures:
         sys.exit(EXIT_FAILURES)
 
 
@@ -224,8 +360,8 @@ def _raise(plugin: str, e: Exception) -> None:
 @click.pass_obj
 def doctor(state: CliState, no_load: bool) -> None:
     """Report hardware, the device chosen for each model, exiftool, model availability, writable paths."""
-    from .hardware import apply_threads, describe, probe
-    from .pipeline import pick_device
+    from .hardware import describe, probe
+    from .runtime import AnalyzerRuntime
 
     config = state.config()
     problems = 0
@@ -252,11 +388,17 @@ def doctor(state: CliState, no_load: bool) -> None:
     analyzers = [a for _, a in collect(state.pm, "register_analyzers", _raise, config=config)]
     if not analyzers:
         click.echo("  no analyzers enabled")
-    for analyzer in analyzers:
-        info = analyzer.model_info()
-        head = f"  {analyzer.name} ({analyzer.task}): {info.id}"
+    runtime = AnalyzerRuntime(config, analyzers, hardware=hardware, hook=state.pm.hook)
+    for analyzer in runtime.analyzers:
+        name = analyzer.name
+        head = f"  {name} ({analyzer.task}): {runtime.model_info(name).id}"
+        broken = runtime.fingerprints().get(name) is None and runtime.error(name)
+        if broken:
+            problems += 1
+            click.echo(f"{head}: BROKEN: {broken}")
+            continue
         try:
-            device = pick_device(analyzer, config, hardware, state.pm.hook)
+            device = runtime.place(name)
         except ConfigError as e:
             problems += 1
             click.echo(f"{head}: NO USABLE DEVICE: {e}")
@@ -266,14 +408,13 @@ def doctor(state: CliState, no_load: bool) -> None:
             click.echo(f"{head} -> {where}")
             continue
         start = time.perf_counter()
-        try:
-            apply_threads(device)
-            analyzer.load(device)
-            analyzer.unload()
+        error = runtime.load(name)
+        runtime.unload_idle()
+        if error is None:
             click.echo(f"{head} -> {where}: available (loaded in {time.perf_counter() - start:.1f} s)")
-        except Exception as e:
+        else:
             problems += 1
-            click.echo(f"{head} -> {where}: NOT AVAILABLE: {e}")
+            click.echo(f"{head} -> {where}: NOT AVAILABLE: {error}")
 
     click.echo("\nPaths:")
     problems += _check_state_db(config.state_db)
@@ -332,7 +473,8 @@ def plugins(state: CliState) -> None:
 @click.option("--defaults", is_flag=True, help="Print the documented default configuration (config.yaml).")
 @click.pass_obj
 def config_command(state: CliState, defaults: bool) -> None:
-    """Print the effective configuration (after --config, environment and --set), or the documented defaults."""
+    """Check and print the effective configuration (after --config, environment and --set), plugin sections
+    included; exit 2 on errors. Or print the documented defaults."""
     import yaml
 
     from .configdoc import render_default_config
@@ -341,9 +483,40 @@ def config_command(state: CliState, defaults: bool) -> None:
         click.echo(render_default_config(), nl=False)
         return
     config = state.config()
+    errors = plugin_config_errors(config, state.pm)
+    for error in errors:
+        click.echo(f"configuration error: {error}", err=True)
+    if errors:
+        sys.exit(EXIT_USAGE)
     doc = config.model_dump(mode="json", exclude={"lines", "source"})
     click.echo(f"# effective configuration from {config.source}")
     click.echo(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True), nl=False)
+
+
+def plugin_config_errors(config: Config, pm: pluggy.PluginManager) -> list[str]:
+    """Every plugin section checked the way a scan checks it: each enabled plugin registers (and so validates
+    ``plugins.<name>`` against its settings model), then a section no plugin reads is named. Returns all the
+    errors, not only the first; a plugin that fails for another reason is a warning, as in a scan."""
+    from .pipeline import _check_plugin_sections
+
+    errors: list[str] = []
+
+    def on_error(plugin: str, e: Exception) -> None:
+        if isinstance(e, PhototagError):
+            errors.append(str(e))
+        else:
+            click.echo(f"warning: plugin {plugin} failed to register: {type(e).__name__}: {e}", err=True)
+
+    analyzers = [a for _, a in collect(pm, "register_analyzers", on_error, config=config)]
+    for _, writer in collect(pm, "register_writers", on_error, config=config):
+        writer.close()
+    try:
+        _check_plugin_sections(
+            config, {n for n, _ in pm.list_name_plugin() if n} | {a.name for a in analyzers}
+        )
+    except ConfigError as e:
+        errors.append(str(e))
+    return errors
 
 
 cli.add_command(state_group)

@@ -5,6 +5,7 @@ model and reads only its own section (``plugins.<name>``) through :meth:`Config.
 
 Overrides, strongest first: CLI ``--set key=value``, environment ``PHOTOTAG_<KEY>`` (``__`` for nesting, e.g.
 ``PHOTOTAG_METADATA__MODE=embed``), the config file, the built-in defaults (equal to the shipped config.yaml).
+An error in an override names where it came from: ``--set`` or the environment variable.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ class Config(Section):
     plugins: Mapping[str, Mapping[str, Any]] = Field(default_factory=dict)
     source: str = "<defaults>"
     lines: Mapping[str, int] = Field(default_factory=dict, repr=False)
+    origins: Mapping[str, str] = Field(default_factory=dict, repr=False, exclude=True)
+    """Dotted key -> the override that set it (``--set`` or the environment variable's name), for messages."""
 
     @field_validator("folders", "state_db", mode="after")
     @classmethod
@@ -156,8 +159,8 @@ class Config(Section):
         return check_device(v)
 
     def where(self, key: str) -> str:
-        """``file:line`` of a dotted key, as precisely as the file allows."""
-        return _where(self.source, self.lines, key)
+        """``file:line`` of a dotted key, as precisely as the file allows; an overridden key: the override."""
+        return _where(self.source, self.lines, key, self.origins)
 
     def plugin_settings(self, name: str, model: type[M]) -> M:
         """Validate and return the section ``plugins.<name>`` against the plugin's own settings model."""
@@ -211,14 +214,47 @@ def _line_map(text: str) -> dict[str, int]:
     return lines
 
 
-def _where(source: str, lines: Mapping[str, int], key: str) -> str:
+def _where(source: str, lines: Mapping[str, int], key: str, origins: Mapping[str, str] | None = None) -> str:
+    """Where ``key`` (or the nearest key above it) was set: an override's name, else ``file:line``."""
+    origins = origins or {}
+    # set by no one but with overrides below it: `--set metadata.mode.x=1` made metadata.mode a mapping
+    made_by = [origin for k, origin in origins.items() if k.startswith(key + ".")]
+    if made_by and key not in origins and key not in lines:
+        return made_by[-1]
     parts = key.split(".")
     while parts:
-        line = lines.get(".".join(parts))
+        dotted = ".".join(parts)
+        if dotted in origins:
+            return origins[dotted]
+        line = lines.get(dotted)
         if line is not None:
             return f"{source}:{line}" if line else source
         parts.pop()
     return source
+
+
+LIST_OF = {
+    "folders": "folders",
+    "exclude": "glob patterns",
+    "image.extensions": "file extensions",
+    "watch.poll_folders": "folders",
+}
+"""What the list-valued keys hold, for the message when a single value is given instead of a list."""
+
+_LIST_ERRORS = frozenset({"tuple_type", "list_type", "set_type", "frozen_set_type"})
+
+
+def _message(err: Any, key: str) -> str:
+    """pydantic's message for one error, in the config's words where pydantic's would puzzle a user."""
+    if err["type"] in _LIST_ERRORS:
+        noun = f"a list of {LIST_OF[key]}" if key in LIST_OF else "a list"
+        value = err.get("input")
+        if isinstance(value, str | int | float):
+            return f"should be {noun} (for just one: [{value}])"
+        return f"should be {noun}"
+    if err["type"] == "value_error":  # our validators' own words, without pydantic's "Value error, "
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    return str(err["msg"])
 
 
 def _config_error(e: ValidationError, where: Callable[[str], str], prefix: str = "") -> ConfigError:
@@ -230,36 +266,40 @@ def _config_error(e: ValidationError, where: Callable[[str], str], prefix: str =
         allowed = ""
         if err["type"] == "extra_forbidden":
             allowed = " (unknown key: check the spelling against config.yaml)"
-        msgs.append(f"{where(key)}: {key}: {err['msg']}{allowed}, got {err.get('input')!r}")
+        msgs.append(f"{where(key)}: {key}: {_message(err, key)}{allowed}, got {err.get('input')!r}")
     error = ConfigError("\n".join(msgs))
     error.key = first_key
     return error
 
 
-def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(data: dict[str, Any], key: str, value: Any, origin: str) -> None:
     parts = [p for p in key.split(".") if p]
     if not parts:
-        raise ConfigError("empty key in override", key)
+        raise ConfigError("empty key in override", key, origin)
     node = data
     for p in parts[:-1]:
         nxt = node.setdefault(p, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"cannot set a key below a non-mapping ({p!r})", key, "override")
+            raise ConfigError(f"cannot set a key below a non-mapping ({p!r})", key, origin)
         node = nxt
     node[parts[-1]] = value
 
 
+NOT_OVERRIDES = frozenset({"PHOTOTAG_CONFIG", "PHOTOTAG_PLUGINS", "PHOTOTAG_BLOCK"})
+
+
+def env_override_items(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:
+    """``PHOTOTAG_METADATA__MODE=embed`` -> ``("metadata.mode", "embed", "PHOTOTAG_METADATA__MODE")``."""
+    return [
+        (name[len(ENV_PREFIX) :].lower().replace("__", "."), value, name)
+        for name, value in environ.items()
+        if name.startswith(ENV_PREFIX) and name not in NOT_OVERRIDES
+    ]
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, str]:
     """``PHOTOTAG_METADATA__MODE=embed`` -> ``{"metadata.mode": "embed"}`` (PHOTOTAG_CONFIG/PLUGINS excluded)."""
-    out = {}
-    for name, value in environ.items():
-        if name.startswith(ENV_PREFIX) and name not in (
-            "PHOTOTAG_CONFIG",
-            "PHOTOTAG_PLUGINS",
-            "PHOTOTAG_BLOCK",
-        ):
-            out[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
-    return out
+    return {key: value for key, value, _ in env_override_items(environ)}
 
 
 def default_config_path(environ: Mapping[str, str] | None = None) -> Path | None:
@@ -310,19 +350,26 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError("the top level must be a mapping of settings", source=source)
         data = loaded
-    for key, value in {**env_overrides(environ), **(overrides or {})}.items():
+    origins: dict[str, str] = {}
+    cli = [(key, value, "--set") for key, value in (overrides or {}).items()]
+    for key, value, origin in env_override_items(environ) + cli:  # --set last: it wins
         try:
             parsed = yaml.safe_load(value) if value != "" else ""
         except yaml.YAMLError:
             parsed = value
-        _set_dotted(data, key, parsed)
-        lines[key] = 0  # 0: set by an override, not a line of the file
+        _set_dotted(data, key, parsed, origin)
+        key = ".".join(p for p in key.split(".") if p)
+        for below in [k for k in (*lines, *origins) if k.startswith(key + ".")]:  # replaced wholesale
+            lines.pop(below, None)
+            origins.pop(below, None)
+        origins[key] = origin
     data["source"] = source
     data["lines"] = lines
+    data["origins"] = origins
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise _config_error(e, lambda key: _where(source, lines, key)) from None
+        raise _config_error(e, lambda key: _where(source, lines, key, origins)) from None
 
 
 def parse_overrides(items: tuple[str, ...] | list[str]) -> dict[str, str]:

@@ -80,7 +80,7 @@ def _render_model(model: BaseModel, indent: str, skip: set[str] = frozenset()) -
 def render_default_config() -> str:
     defaults = Config()
     lines = [HEADER.rstrip("\n"), ""]
-    lines += _render_model(defaults, "", skip={"plugins", "source", "lines", "state_db"})
+    lines += _render_model(defaults, "", skip={"plugins", "source", "lines", "origins", "state_db"})
     lines += _comment(Config.model_fields["state_db"].description, "")
     lines.append("state_db: ~/.local/state/phototag/state.db")
     lines += [
