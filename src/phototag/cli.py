@@ -497,25 +497,13 @@ def plugin_config_errors(config: Config, pm: pluggy.PluginManager) -> list[str]:
     """Every plugin section checked the way a scan checks it: each enabled plugin registers (and so validates
     ``plugins.<name>`` against its settings model), then a section no plugin reads is named. Returns all the
     errors, not only the first; a plugin that fails for another reason is a warning, as in a scan."""
-    from .pipeline import _check_plugin_sections
+    from .registration import close_writers, register_plugins
 
     errors: list[str] = []
-
-    def on_error(plugin: str, e: Exception) -> None:
-        if isinstance(e, PhototagError):
-            errors.append(str(e))
-        else:
-            click.echo(f"warning: plugin {plugin} failed to register: {type(e).__name__}: {e}", err=True)
-
-    analyzers = [a for _, a in collect(pm, "register_analyzers", on_error, config=config)]
-    for _, writer in collect(pm, "register_writers", on_error, config=config):
-        writer.close()
-    try:
-        _check_plugin_sections(
-            config, {n for n, _ in pm.list_name_plugin() if n} | {a.name for a in analyzers}
-        )
-    except ConfigError as e:
-        errors.append(str(e))
+    found = register_plugins(config, pm, config_errors=errors)
+    for warning in found.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    close_writers(found.writers)
     return errors
 
 

@@ -2,16 +2,23 @@
 
 The one code path behind ``phototag scan`` and ``phototag watch``. Stages, in order, for one batch:
 
-1. **prepare** (thread pool): stat and hash each file, look up cached analyzer results by content hash, and
-   decode only the photos that still need a model (JPEG draft mode, to the largest ``input_size`` needed).
-2. **analyze**: each analyzer that has work gets the whole batch at once, inside its own error boundary: one
-   failing analyzer (or one that cannot load its model) never loses the others' results.
-3. **write**: each writer in its own error boundary; a file that changed on disk since step 1 is not written
-   (it will be picked up again).
-4. **record**: the state DB stores the file's stat *after* our write, the analyzer fingerprints and the results,
-   so a re-scan is stat-only and our own write does not look like a change.
+1. **prepare** (thread pool): stat and hash each file; skip what is done (same stat, same analyzer and writer
+   fingerprints, its sidecars still there); look up cached results by content hash (else in the photo's JSON
+   sidecar, :mod:`phototag.recover`); claim the photos that still need a model (:mod:`phototag.claims`: two
+   processes never analyse one photo) and decode them (JPEG draft mode, to the largest ``input_size``).
+2. **analyze**: each analyzer that has work gets the whole batch at once, through the analyzer runtime
+   (:mod:`phototag.runtime`), inside its own error boundary.
+3. **write**: under the folder's lock (:mod:`phototag.folderlock`), each writer in its own error boundary, with
+   what library analyzers contribute (:mod:`phototag.library`); a file that changed on disk since step 1 is not
+   written (it will be picked up again).
+4. **record**: the state DB stores the file's stat *after* our write, the fingerprints and the results, so a
+   re-scan is stat-only and our own write does not look like a change. Library analyzers are told what changed
+   and may ask for photos done earlier to be written again (from cache).
 
 :meth:`Pipeline.run` overlaps the prepare stage of the next batch with the analysis of the current one.
+
+Why one module of ~500 lines: the four stages share the per-photo ``_Item`` and the batch's bookkeeping
+(fingerprints, claims, cleaned folders); split apart, each would need all of it passed around.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pluggy
 
@@ -33,7 +40,6 @@ from .claims import Claims
 from .config import Config
 from .errors import (
     TRANSIENT_ERRNOS,
-    ConfigError,
     FileError,
     PhototagError,
     display,
@@ -42,9 +48,11 @@ from .files import hash_file, make_photo
 from .folderlock import FolderBusy, folder_lock
 from .hardware import Hardware
 from .images import decode, photo_dimensions
-from .library import StateLibrary
-from .manager import BUILTIN_PLUGINS, collect, get_plugin_manager, notify, short_name
+from .library import LibraryStage, StateLibrary
+from .manager import get_plugin_manager, notify
+from .outcomes import Outcome, Summary
 from .recover import runs_from_sidecar
+from .registration import register_plugins
 from .runtime import AnalyzerRuntime
 from .state import StateDB
 from .tempfiles import clean_folder
@@ -63,49 +71,6 @@ from .types import (
 )
 
 log = logging.getLogger(__name__)
-
-Status = Literal["tagged", "rewritten", "skipped", "failed", "dry-run"]
-"""``rewritten``: only the metadata was written again, from cached results (a writer setting changed, a sidecar
-was deleted): no model ran."""
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What happened to one path. ``transient`` failures are worth retrying later (file busy, disk full)."""
-
-    path: Path
-    status: Status
-    message: str = ""
-    transient: bool = False
-    result: PhotoResult | None = None
-
-
-@dataclass
-class Summary:
-    tagged: int = 0
-    rewritten: int = 0
-    skipped: int = 0
-    failed: int = 0
-    dry_run: int = 0
-    failures: list[Outcome] = field(default_factory=list)
-    seconds: float = 0.0
-
-    def add(self, outcome: Outcome) -> None:
-        if outcome.status == "tagged":
-            self.tagged += 1
-        elif outcome.status == "rewritten":
-            self.rewritten += 1
-        elif outcome.status == "skipped":
-            self.skipped += 1
-        elif outcome.status == "dry-run":
-            self.dry_run += 1
-        else:
-            self.failed += 1
-            self.failures.append(outcome)
-
-    @property
-    def total(self) -> int:
-        return self.tagged + self.rewritten + self.skipped + self.failed + self.dry_run
 
 
 @dataclass
@@ -147,11 +112,7 @@ class Pipeline:
         self.hardware = self.runtime.hardware
         self.hook = hook
         self.setup_errors = list(setup_errors)
-        self.library_analyzers = list(library_analyzers)
-        self.library = StateLibrary(state)
-        self._rewrite: dict[
-            Path, None
-        ] = {}  # photos done earlier that a library analyzer wants written again
+        self.library = LibraryStage(library_analyzers, StateLibrary(state))
         self._fingerprints: dict[str, str] | None = None
         self._cleaned: set[Path] = set()
         self._cleaned_lock = threading.Lock()
@@ -167,28 +128,15 @@ class Pipeline:
         """Collect analyzers and writers from every plugin (each registration in its own error boundary)."""
         if pm is None:
             pm, _ = get_plugin_manager()
-        errors: list[str] = []
-
-        def on_error(plugin: str, e: Exception) -> None:
-            if isinstance(e, PhototagError):  # config errors are the user's to fix: stop with the message
-                raise e
-            errors.append(f"plugin {plugin}: {type(e).__name__}: {e}")
-            log.error("plugin %s failed to register: %s", plugin, e)
-
-        analyzers = [obj for _, obj in collect(pm, "register_analyzers", on_error, config=config)]
-        writers = [obj for _, obj in collect(pm, "register_writers", on_error, config=config)]
-        library = [obj for _, obj in collect(pm, "register_library_analyzers", on_error, config=config)]
-        _check_plugin_sections(
-            config, {name for name, _ in pm.list_name_plugin() if name} | {a.name for a in analyzers}
-        )
+        found = register_plugins(config, pm)
         return cls(
             config,
-            analyzers,
-            writers,
+            found.analyzers,
+            found.writers,
             state or StateDB(config.state_db),
             hook=pm.hook,
-            setup_errors=errors,
-            library_analyzers=library,
+            setup_errors=found.warnings,
+            library_analyzers=found.library,
         )
 
     # -- public -------------------------------------------------------------------------------------------------
@@ -206,19 +154,9 @@ class Pipeline:
             self._fingerprints = {
                 **self.runtime.fingerprints(),
                 **self._writer_fingerprints(),
-                **self._library_fingerprints(),
+                **self.library.fingerprints(),
             }
         return self._fingerprints
-
-    def _library_fingerprints(self) -> dict[str, str]:
-        """``library:NAME`` -> each library analyzer's fingerprint (a changed one rewrites every photo)."""
-        out = {}
-        for analyzer in self.library_analyzers:
-            try:
-                out[f"library:{analyzer.name}"] = str(analyzer.fingerprint())
-            except Exception as e:
-                log.error("library analyzer %s: fingerprint() failed: %s", analyzer.name, e)
-        return out
 
     def _writer_fingerprints(self) -> dict[str, str]:
         """``writer:NAME`` -> the writer's fingerprint (its settings that change what it writes): when one
@@ -334,8 +272,7 @@ class Pipeline:
     def _rewrites(self, dry_run: bool) -> Iterator[Outcome]:
         """Write again, from cached results, the photos library analyzers asked for. Rewrites do not ask the
         library analyzers again, so this ends."""
-        wanted, self._rewrite = list(self._rewrite), {}
-        for batch in _batches(wanted, self.config.batch_size):
+        for batch in _batches(self.library.take_rewrites(), self.config.batch_size):
             yield from self._finish(self._prepare(batch, False, rewrite=True), dry_run, update=False)
 
     def _prepare(self, paths: Sequence[Path], force: bool, rewrite: bool = False) -> list[_Item]:
@@ -429,40 +366,8 @@ class Pipeline:
             self.claims.release(claimed)
         outcomes = [i.outcome for i in items if i.outcome is not None]
         if update and not dry_run:
-            self._update_library(
-                [o.result for o in outcomes if o.result is not None and o.status != "failed"]
-            )
+            self.library.update([o.result for o in outcomes if o.result is not None and o.status != "failed"])
         return outcomes
-
-    def _update_library(self, changed: list[PhotoResult]) -> None:
-        """Tell each library analyzer what changed; queue the photos it wants written again."""
-        if not changed:
-            return
-        for analyzer in self.library_analyzers:
-            try:
-                wanted = analyzer.update(changed, self.library)
-            except Exception as e:
-                log.error("library analyzer %s failed: %s: %s", analyzer.name, type(e).__name__, e)
-                continue
-            for path in wanted:
-                self._rewrite[Path(path)] = None
-
-    def _contributions(self, result: PhotoResult) -> tuple[AnalyzerRun, ...]:
-        """What each library analyzer adds to this photo's metadata now (each in its own error boundary)."""
-        fingerprints = self.fingerprints()
-        runs = []
-        for analyzer in self.library_analyzers:
-            name = analyzer.name
-            fingerprint = fingerprints.get(f"library:{name}", "")
-            try:
-                analysis = analyzer.contribute(result, self.library)
-            except Exception as e:
-                error = f"library analyzer {name} failed: {type(e).__name__}: {e}"
-                runs.append(AnalyzerRun(name, "library", ModelInfo(name), fingerprint, None, error))
-                continue
-            if analysis is not None:
-                runs.append(AnalyzerRun(name, "library", ModelInfo(name), fingerprint, analysis))
-        return tuple(runs)
 
     def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
         name = analyzer.name
@@ -483,8 +388,8 @@ class Pipeline:
         photo = item.photo
         runs = tuple(item.runs[a.name] for a in self.analyzers if a.name in item.runs)
         result = PhotoResult(photo, item.width, item.height, runs)
-        if self.library_analyzers:
-            result = replace(result, runs=runs + self._contributions(result))
+        if self.library.analyzers:
+            result = replace(result, runs=runs + self.library.contributions(result, self.fingerprints()))
             runs = result.runs
         errors = [r.error for r in runs if r.error]
         if dry_run:
@@ -597,15 +502,3 @@ def _is_transient(e: Exception) -> bool:
         return e.transient
     cause = e.__cause__ if isinstance(e.__cause__, OSError) else e
     return isinstance(cause, OSError) and cause.errno in TRANSIENT_ERRNOS
-
-
-def _check_plugin_sections(config: Config, plugin_names: set[str]) -> None:
-    """A ``plugins.<name>`` section that no plugin reads is most likely a typo: say so."""
-    known = plugin_names | {short_name(m) for m in BUILTIN_PLUGINS}
-    for name in config.plugins:
-        if name not in known:
-            raise ConfigError(
-                f"no plugin named {name!r} is installed (known: {', '.join(sorted(known))})",
-                f"plugins.{name}",
-                config.where(f"plugins.{name}"),
-            )
