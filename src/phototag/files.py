@@ -1,4 +1,9 @@
-"""Which files are photos to process, and what they are on disk (stat, content hash)."""
+"""Which files are photos to process, and what they are on disk (stat, content hash).
+
+:func:`discover` is the one walk of a folder tree: ``phototag scan`` (:func:`iter_photos`) and the daemon's
+rescans (:func:`phototag.daemon.scan.walk`) both use it, and :func:`in_scope` applies its rules to a single path
+(the daemon's watcher events) without touching the disk.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import fnmatch
 import hashlib
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -19,35 +24,163 @@ from .types import Photo
 OWN_SUFFIXES = (".xmp", ".phototag.json")
 TEMP_MARKERS = ("_exiftool_tmp", ".phototag-tmp", ".phototag-")
 TEMP_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".download", ".swp")
+PROGRESS_EVERY = 5000
+""":func:`discover` calls ``progress`` after every this many directory entries."""
 
 
 def is_candidate(path: Path, config: Config) -> bool:
-    """True when ``path`` (a file name; not stat'ed) is a photo phototag should look at."""
+    """True when ``path`` (a file name; not stat'ed) is a photo phototag should look at. Exclude globs are
+    matched against the absolute path (a relative ``path`` is made absolute first)."""
     name = path.name
-    if name.startswith((".", "~")) or any(m in name for m in TEMP_MARKERS):
+    if is_hidden(name) or name.startswith("~") or any(m in name for m in TEMP_MARKERS):
         return False
     lower = name.lower()
     if lower.endswith(OWN_SUFFIXES) or lower.endswith(TEMP_SUFFIXES):
         return False
     if path.suffix.lower() not in config.image.extensions:
         return False
-    full = str(path)
+    full = str(path) if path.is_absolute() else os.path.abspath(path)
     return not any(fnmatch.fnmatch(full, pattern) for pattern in config.exclude)
+
+
+def is_hidden(name: str) -> bool:
+    """A hidden file or folder: never a photo, never entered."""
+    return name.startswith(".")
+
+
+def excluded_folder(folder: Path, config: Config) -> bool:
+    """True when the walk does not enter ``folder`` (absolute): when a file directly inside it would be
+    excluded, so that ``*/@eaDir/*`` prunes the whole ``@eaDir`` walk."""
+    probe = os.path.join(folder, "x")
+    return any(fnmatch.fnmatch(probe, pattern) for pattern in config.exclude)
+
+
+def enters(root: Path, folder: Path, config: Config) -> bool:
+    """True when :func:`discover` from ``root`` enters ``folder`` (both absolute; ``root`` itself is always
+    entered): no folder on the way below ``root`` is hidden or excluded. No I/O."""
+    try:
+        rel = folder.relative_to(root)
+    except ValueError:
+        return False
+    current = root
+    for part in rel.parts:
+        current = current / part
+        if is_hidden(part) or excluded_folder(current, config):
+            return False
+    return True
+
+
+def in_scope(path: Path, root: Path, config: Config) -> bool:
+    """True when :func:`discover` from ``root`` would yield ``path`` if it is a regular file: the walk's rules
+    applied by name only (both absolute; no I/O)."""
+    return path != root and enters(root, path.parent, config) and is_candidate(path, config)
 
 
 WalkError = Callable[[Path, str], None]
 """Called with a path that could not be looked at and why (a folder that cannot be listed, a special file)."""
+FolderHook = Callable[[Path, Sequence[str]], None]
+"""Called with each folder the walk enters and the names of its entries, before its files are yielded."""
+
+
+def discover(
+    root: Path | str,
+    config: Config,
+    on_error: WalkError,
+    *,
+    follow_file_links: bool = True,
+    on_folder: FolderHook | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Iterator[tuple[Path, os.stat_result]]:
+    """Every photo below the folder ``root``, with its stat: the one walk behind ``phototag scan`` and the
+    daemon's rescans. The rules:
+
+    - paths are absolute (``root`` is made absolute first), so exclude globs always see absolute paths;
+    - hidden folders (``.*``) and excluded ones (:func:`excluded_folder`) are not entered; symlinked folders
+      are never followed (loops);
+    - a file is yielded when :func:`is_candidate` accepts its name (extension allow-list, exclude globs, hidden
+      and temp files, phototag's own outputs) and it is a regular file;
+    - a symlinked file is yielded with its target's stat when it leads to a regular file; with
+      ``follow_file_links=False`` (the daemon, which cannot watch link targets) symlinked files are skipped;
+    - nothing else is skipped silently: a folder that cannot be listed, and a candidate that is not a regular
+      file (a FIFO, a device, a socket, a symlink to one or to nothing) or cannot be stat'ed, go to
+      ``on_error(path, why)``. A file that vanishes between the listing and its stat is skipped.
+
+    Order: a folder's files sorted by name, then its subfolders in the same way, depth first. ``on_folder``
+    (:data:`FolderHook`) hears of each folder entered; ``progress(n)`` is called every
+    :data:`PROGRESS_EVERY` entries with the number looked at so far.
+    """
+    stack = [Path(os.path.abspath(root))]
+    looked = 0
+    while stack:
+        folder = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as e:
+            on_error(folder, f"cannot list this folder: {e.strerror or e}{_permission_hint(e)}")
+            continue
+        if on_folder is not None:
+            on_folder(folder, [e.name for e in entries])
+        folders: list[Path] = []
+        for entry in entries:
+            looked += 1
+            if progress is not None and looked % PROGRESS_EVERY == 0:
+                progress(looked)
+            path = Path(entry.path)
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    if not is_hidden(entry.name) and not excluded_folder(path, config):
+                        folders.append(path)
+                    continue
+                if not is_candidate(path, config):
+                    continue
+                found = _regular(entry, path, follow_file_links, on_error)
+            except FileNotFoundError:
+                continue  # vanished between the listing and the stat
+            except OSError as e:
+                on_error(path, f"cannot look at it: {e.strerror or e}")
+                continue
+            if found is not None:
+                yield path, found
+        stack.extend(reversed(folders))
+
+
+def _regular(entry: os.DirEntry[str], path: Path, follow: bool, on_error: WalkError) -> os.stat_result | None:
+    """The stat of a candidate when it is (or, with ``follow``, leads to) a regular file; else None, and
+    ``on_error`` hears why unless it is a symlink that is not followed."""
+    if entry.is_symlink():
+        if not follow:
+            return None
+        try:
+            st = os.stat(path)
+        except OSError:
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path) from None
+            kind = "a symlink that leads nowhere"
+        else:
+            target = _kind(st)
+            if not target:
+                return st
+            kind = f"a symlink to {target}"
+    else:
+        st = entry.stat(follow_symlinks=False)
+        kind = _kind(st)
+        if not kind:
+            return st
+    on_error(path, f"not a regular file ({kind}): phototag opens only regular files")
+    return None
 
 
 def iter_photos(paths: Iterable[Path], config: Config, on_error: WalkError | None = None) -> Iterator[Path]:
     """Absolute paths of the files among ``paths`` and below the folders among them that are candidates, in
     sorted order per folder, each once (``scan tree tree/sub`` visits ``tree/sub`` once).
 
-    Symlinked folders are not followed (loops); symlinked files are followed when they lead to a regular
-    file. Explicitly named files are yielded if they exist, even with an extension outside the allow-list, so
-    that ``phototag scan odd.file`` reports a clear error instead of silently doing nothing. Nothing is
-    skipped silently: a folder that cannot be listed, and a candidate that is not a regular file (a FIFO, a
-    device, a socket, a dangling link), go to ``on_error`` with the reason (default: raise FileError).
+    Folders are walked by :func:`discover` (symlinked folders are not followed; symlinked files are followed
+    when they lead to a regular file). Explicitly named files are yielded if they exist, even with an extension
+    outside the allow-list, so that ``phototag scan odd.file`` reports a clear error instead of silently doing
+    nothing. Nothing is skipped silently: a folder that cannot be listed, and a candidate that is not a regular
+    file (a FIFO, a device, a socket, a dangling link), go to ``on_error`` with the reason (default: raise
+    FileError).
     """
 
     def fail(path: Path, why: str) -> None:
@@ -59,7 +192,7 @@ def iter_photos(paths: Iterable[Path], config: Config, on_error: WalkError | Non
     for given in paths:
         root = Path(os.path.abspath(given))
         if root.is_dir():
-            found: Iterator[Path] = _walk(root, config, fail)
+            found: Iterator[Path] = (path for path, _ in discover(root, config, fail))
         elif root.exists() or root.is_symlink():
             found = iter((root,))
         else:
@@ -69,44 +202,6 @@ def iter_photos(paths: Iterable[Path], config: Config, on_error: WalkError | Non
             if key not in seen:
                 seen.add(key)
                 yield path
-
-
-def _walk(root: Path, config: Config, fail: Callable[[Path, str], None]) -> Iterator[Path]:
-    try:
-        with os.scandir(root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-    except OSError as e:
-        fail(root, f"cannot list this folder: {e.strerror or e}{_permission_hint(e)}")
-        return
-    folders = []
-    for entry in entries:
-        path = Path(entry.path)
-        try:
-            if entry.is_dir(follow_symlinks=False):
-                if not entry.name.startswith(".") and not _excluded(path, config):
-                    folders.append(path)
-                continue
-            if not is_candidate(path, config):
-                continue
-            if entry.is_file(follow_symlinks=False):
-                yield path
-                continue
-            kind = (
-                "a symlink that leads nowhere"
-                if entry.is_symlink()
-                else _kind(entry.stat(follow_symlinks=False))
-            )
-            if entry.is_symlink() and os.path.exists(path):
-                target_kind = _kind(os.stat(path))
-                if target_kind == "":
-                    yield path
-                    continue
-                kind = f"a symlink to {target_kind}"
-            fail(path, f"not a regular file ({kind}): phototag opens only regular files")
-        except OSError as e:
-            fail(path, f"cannot look at it: {e.strerror or e}")
-    for folder in folders:
-        yield from _walk(folder, config, fail)
 
 
 def _kind(st: os.stat_result) -> str:
@@ -146,12 +241,6 @@ def open_regular(path: Path, error: type[FileError] = FileError) -> BinaryIO:
     except BaseException:
         os.close(fd)
         raise
-
-
-def _excluded(folder: Path, config: Config) -> bool:
-    # A folder is excluded when a file directly inside it would be: "*/@eaDir/*" prunes the whole @eaDir walk.
-    probe = str(folder / "x")
-    return any(fnmatch.fnmatch(probe, pattern) for pattern in config.exclude)
 
 
 def hash_file(path: Path, chunk: int = 1 << 20) -> str:

@@ -183,9 +183,7 @@ class Pipeline:
         return self._done(path, st, self.fingerprints())
 
     def _done(self, path: Path, st: os.stat_result, fingerprints: dict[str, str]) -> bool:
-        rec = self.state.current_record(path, st.st_size, st.st_mtime_ns, fingerprints)
-        # a sidecar the user deleted is made again (from the cached results: no model runs)
-        return rec is not None and all(os.path.lexists(path.parent / name) for name in rec.outputs)
+        return self.state.is_done(path, st.st_size, st.st_mtime_ns, fingerprints)
 
     def process(self, paths: Sequence[Path], *, force: bool = False, dry_run: bool = False) -> list[Outcome]:
         """Process one batch to the end; returns one outcome per path, in order. Photos that a library

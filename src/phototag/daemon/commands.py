@@ -32,7 +32,8 @@ def watch(state: Any, paths: tuple[Path, ...], config_path: Path | None) -> None
     it reports READY/STATUS/WATCHDOG over $NOTIFY_SOCKET (see systemd/phototag.service).
     """
     from ..state import StateDB
-    from .service import PipelineProcessor, Service
+    from .service import Service
+    from .worker import PipelineProcessor
 
     path = config_path or state.config_path
 
