@@ -177,12 +177,28 @@ class PhototagGroup(click.Group):
         super().add_command(accept_global_options(cmd), name)
 
 
+def _print_versions(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if not value or ctx.resilient_parsing:
+        return
+    from .versions import version_report
+
+    click.echo(version_report())
+    ctx.exit()
+
+
 @click.group(
     cls=PhototagGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
     params=_global_options(envvar="PHOTOTAG_CONFIG"),
 )
-@click.version_option(__version__, prog_name="phototag")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_versions,
+    help="Show the versions of phototag, exiftool, torch, transformers, Pillow and the models, and exit.",
+)
 @click.pass_context
 def cli(
     ctx: click.Context, config_path: Path | None, overrides: tuple[str, ...], verbose: int, quiet: bool

@@ -41,6 +41,7 @@ from PIL import Image, ImageChops, ImageSequence, UnidentifiedImageError
 
 from .config import ImageSettings
 from .errors import ImageError
+from .extras import MissingExtra, hint, require
 from .files import open_regular
 from .types import DecodedImage, Photo
 
@@ -57,8 +58,7 @@ HEIF_BRANDS = frozenset(
     (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
 )
 
-HEIC_HINT = "install HEIC support with: pip install 'phototag[heic]'"
-RAW_HINT = "install RAW support with: pip install 'phototag[raw]'"
+RAW_HINT = hint("raw", "RAW previews")
 
 # EXIF Orientation -> the transpose that undoes it (the table ImageOps.exif_transpose uses).
 _TRANSPOSE = {
@@ -229,9 +229,9 @@ def _register_heif(path: Path) -> None:
         if _heif_registered:
             return
         try:
-            import pillow_heif
-        except ImportError:
-            raise ImageError(path, f"HEIC/HEIF images need pillow-heif; {HEIC_HINT}") from None
+            pillow_heif = require("pillow_heif", "heic", "HEIC photos")
+        except MissingExtra as e:
+            raise ImageError(path, str(e)) from None
         pillow_heif.register_heif_opener()
         _heif_registered = True
 
