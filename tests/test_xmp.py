@@ -25,7 +25,7 @@ from phototag.exiftool import Exiftool
 from phototag.manager import collect, get_plugin_manager
 from phototag.plugins import xmp
 from phototag.plugins.xmp import XmpWriter, sidecar_path
-from phototag.types import Analysis, AnalyzerRun, ModelInfo, Photo, PhotoResult, Region, Tag, Writer
+from phototag.types import Analysis, AnalyzerRun, Answer, ModelInfo, Photo, PhotoResult, Region, Tag, Writer
 from phototag.xmpdesired import Desired, desired_from
 from phototag.xmpplan import Target, plan
 from test_exiftool import alive
@@ -182,6 +182,8 @@ def test_names_other_modules_import_from_the_writer_are_still_there() -> None:
         ("caption", "replace"),
         ("min_score", "0.5"),
         ("write_read_only", "true"),
+        ("flat_ancestors", "true"),
+        ("sync_user_hierarchy", "false"),
     ],
 )
 def test_fingerprint_changes_with_each_setting_that_changes_what_is_written(
@@ -211,7 +213,7 @@ def test_sidecar_fields_read_back_by_exiftool_and_exiv2(make_writer, photos: Pat
 
     got = reader.read_tags(side)
     assert got["XMP-dc:Subject"] == ["Cat", "Dog"]
-    hierarchy = ["AI", "AI|Animals", "AI|Animals|Cat", "AI|Animals|Dog"]
+    hierarchy = ["AI|Animals|Cat", "AI|Animals|Dog"]  # the full path of each keyword only, no ancestors
     assert got["XMP-lr:HierarchicalSubject"] == hierarchy
     assert got["XMP-digiKam:TagsList"] == [h.replace("|", "/") for h in hierarchy]
     assert got["XMP-dc:Description"] == got["XMP-tiff:ImageDescription"] == "a cat sitting on a mat"
@@ -228,8 +230,7 @@ def test_sidecar_fields_read_back_by_exiftool_and_exiv2(make_writer, photos: Pat
                     "H": "0.400000",
                     "Unit": "normalized",
                 },
-                "Name": "face",
-                "Type": "Face",
+                "Type": "Face",  # an unknown face: no Name (digiKam would make a person "face" of one)
             }
         ],
     }
@@ -282,9 +283,7 @@ def test_rerun_is_idempotent_and_replaces_exactly(make_writer, photos: Path, rea
     writer.write(result_b(photo))
     got = reader.read_tags(side)
     assert got["XMP-dc:Subject"] == ["Cat", "Sofa"]
-    assert got["XMP-lr:HierarchicalSubject"] == [
-        "AI", "AI|Animals", "AI|Animals|Cat", "AI|Furniture", "AI|Furniture|Sofa",
-    ]  # fmt: skip
+    assert got["XMP-lr:HierarchicalSubject"] == ["AI|Animals|Cat", "AI|Furniture|Sofa"]
     assert got["XMP-dc:Description"] == "a cat on a sofa"
     assert "XMP-mwg-rs:RegionInfo" not in got and "XMP-iptcExt:ImageRegion" not in got
 
@@ -313,16 +312,18 @@ def test_user_keywords_caption_and_regions_in_the_photo_survive(
     assert got["XMP-dc:Subject"] == ["Cat", "Holiday", "Dog"]
     assert got["XMP-phototag:AddedSubject"] == ["Dog"]  # "Cat" was the user's before phototag came
     assert got["XMP-lr:HierarchicalSubject"][0] == "Places|Home"
+    # the user's hierarchy mirrored for digiKam, and the user's flat Holiday given an entry of its own
+    assert got["XMP-digiKam:TagsList"][-2:] == ["Places/Home", "Holiday"]
     assert got["XMP-dc:Description"] == "Chelsea, my cat"  # caption: keep
     assert "XMP-phototag:Caption" not in got
-    names = [r["Name"] for r in got["XMP-mwg-rs:RegionInfo"]["RegionList"]]
-    assert names == ["Grandma", "face"]
+    names = [r.get("Name") for r in got["XMP-mwg-rs:RegionInfo"]["RegionList"]]
+    assert names == ["Grandma", None]
 
     writer.write(result_b(photo))
     writer.write(result_a(photo))
     got = reader.read_tags(side)
     assert got["XMP-dc:Subject"] == ["Cat", "Holiday", "Dog"]
-    assert [r["Name"] for r in got["XMP-mwg-rs:RegionInfo"]["RegionList"]] == ["Grandma", "face"]
+    assert [r.get("Name") for r in got["XMP-mwg-rs:RegionInfo"]["RegionList"]] == ["Grandma", None]
 
     writer.remove(photo)
     got = reader.read_tags(side)
@@ -343,7 +344,7 @@ def test_a_face_the_user_named_becomes_theirs(make_writer, photos: Path, reader:
     # the user names the face phototag found, as digiKam does when a person is assigned
     area = "Area={X=0.250000,Y=0.400000,W=0.300000,H=0.400000,Unit=normalized}"
     shell(
-        f"-XMP-mwg-rs:RegionList-={{{area},Name=face,Type=Face}}",
+        f"-XMP-mwg-rs:RegionList-={{{area},Type=Face}}",
         f"-XMP-mwg-rs:RegionList+={{{area},Name=Grandma,Type=Face}}",
         str(side),
     )
@@ -423,11 +424,13 @@ def test_keyword_root_and_awkward_names(make_writer, photos: Path, reader: Exift
     names = ["AC/DC", "a|b", "-dash", "#hash", 'say "hi"', "Café 日本"]
     writer.write(result(photo, run(*(Tag(n, 0.9) for n in names))))
     got = reader.read_tags(photos / "cat.jpg.xmp")
-    assert got["XMP-dc:Subject"] == names
-    assert "Auto|phototag|AC-DC" in got["XMP-lr:HierarchicalSubject"]
+    written = ["AC/DC", "a-b", "-dash", "#hash", 'say "hi"', "Café 日本"]  # "|" is a hierarchy separator
+    assert got["XMP-dc:Subject"] == written
+    assert "Auto|phototag|AC/DC" in got["XMP-lr:HierarchicalSubject"]  # "/" is no separator there
+    assert "Auto/phototag/AC-DC" in got["XMP-digiKam:TagsList"]
     assert "Auto/phototag/a-b" in got["XMP-digiKam:TagsList"]
     assert "Auto|phototag|Café 日本" in got["XMP-lr:HierarchicalSubject"]
-    assert exiv2_read(photos / "cat.jpg.xmp")["Xmp.dc.subject"] == names
+    assert exiv2_read(photos / "cat.jpg.xmp")["Xmp.dc.subject"] == written
 
 
 def test_caption_injection_is_impossible(make_writer, photos: Path, reader: Exiftool) -> None:
@@ -470,7 +473,9 @@ def test_embedded_user_caption_blocks_a_sidecar_caption_in_keep_mode(make_writer
     shell("-EXIF:ImageDescription=From the camera owner", str(photo))
     make_writer().write(result(photo, run(Tag("Cat", 0.9), caption="a cat")))
     got = exiv2_read(photos / "cat.jpg.xmp")
-    assert "Xmp.dc.description" not in got and got["Xmp.dc.subject"] == ["Cat"]
+    # the user's EXIF caption is seeded into the new sidecar (MWG rules); phototag's caption is kept out
+    assert got["Xmp.dc.description"] == "From the camera owner" and "Xmp.phototag.Caption" not in got
+    assert got["Xmp.dc.subject"] == ["Cat"]
 
 
 def test_camera_placeholder_caption_does_not_block_a_real_one(make_writer, photos: Path) -> None:
@@ -676,14 +681,19 @@ PERSON = "XMP-iptcExt:PersonInImage"
 
 
 def vqa(fields: dict[str, str] | None = None, qa: list[dict[str, Any]] | None = None) -> AnalyzerRun:
-    """A VQA analyzer's run as HFVQA builds it: answers for XMP fields in extra["xmp"], all Q&A in extra["qa"]."""
+    """A VQA analyzer's run: an Answer per question in ``qa`` (default: one per field); each XMP tag in
+    ``fields`` goes on the next question answered with its text, or on an answer of its own (no question)."""
     fields = fields or {}
     if qa is None:
         qa = [{"question": f"about {tag}?", "answer": text, "score": 0.5} for tag, text in fields.items()]
-    extra: dict[str, Any] = {"qa": qa}
-    if fields:
-        extra["xmp"] = fields
-    return AnalyzerRun("vqa", "vqa", VQA_MODEL, "fp-vqa", Analysis(extra=extra))
+    answers = [Answer(q["question"], q["answer"], q["score"]) for q in qa]
+    for tag, text in fields.items():
+        at = next((i for i, a in enumerate(answers) if a.text == text and a.xmp is None), None)
+        if at is None:
+            answers.append(Answer("", text, xmp=tag))
+        else:
+            answers[at] = Answer(answers[at].question, text, answers[at].score, xmp=tag)
+    return AnalyzerRun("vqa", "vqa", VQA_MODEL, "fp-vqa", Analysis(answers=tuple(answers)))
 
 
 def fields_of(got: dict[str, Any]) -> dict[str, list[str]]:
@@ -898,7 +908,8 @@ def test_refused_fields_are_skipped_and_logged_not_fatal(
     writer = make_writer(metadata__mode="embed")
     with caplog.at_level("WARNING", logger="phototag"):  # the writer's and xmpdesired's warnings
         writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields)))
-        bad = AnalyzerRun("odd", "vqa", VQA_MODEL, "fp", Analysis(extra={"xmp": "not a mapping"}))
+        not_text: Any = ["not text"]  # a plugin that ignores the types
+        bad = AnalyzerRun("odd", "vqa", VQA_MODEL, "fp", Analysis(answers=(Answer("", not_text, xmp=TITLE),)))
         writer.write(result(photo, run(Tag("Cat", 0.9)), vqa(fields), bad))
     got = reader.read_tags(photo, "XMP:all", "EXIF:all")
     assert got[HEADLINE] == "a cat" and fields_of(got) == {HEADLINE: ["a cat"]}
@@ -908,7 +919,7 @@ def test_refused_fields_are_skipped_and_logged_not_fatal(
     warned = caplog.text
     for tag in refused:
         assert warned.count(f"not writing answers to {tag}:") == 1, tag  # once per writer, not per photo
-    assert "odd" in warned and "must map XMP tags to text" in warned
+    assert "odd" in warned and "is not text" in warned
 
 
 def test_a_forged_field_record_cannot_make_untag_remove_user_data(

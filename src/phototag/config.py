@@ -55,6 +55,13 @@ class MetadataSettings(Section):
     """``append``: ``photo.jpg.xmp`` (darktable, digiKam, Immich); ``replace``: ``photo.xmp`` (Lightroom, C1)."""
     keyword_root: str = "AI"
     """Root of phototag's keyword hierarchy (``AI|Animals|Cat``). Empty string: no root."""
+    flat_ancestors: bool = False
+    """Also write each keyword's ancestors below the root (``Animals``, ``Pets``) as flat keywords in
+    dc:subject, as Lightroom's "include on export" does. Off: the keyword only (digiKam, DxO). Never the root."""
+    sync_user_hierarchy: bool = True
+    """Copy your hierarchy entries between lr:hierarchicalSubject and digiKam:TagsList where one list lacks
+    them: Lightroom and darktable write only the first, digiKam and Immich read TagsList first, so without the
+    copies your hierarchy vanishes there. The copies are recorded as phototag's (untag removes them)."""
     caption: Literal["keep", "replace"] = "keep"
     """``keep`` never overwrites a caption (or a VQA answer field) phototag did not write; ``replace`` does."""
     min_score: float = Field(0.0, ge=0.0, le=1.0)
@@ -192,11 +199,24 @@ def check_device(v: str) -> str:
 # -- loading ------------------------------------------------------------------------------------------------------
 
 
-def _line_map(text: str) -> dict[str, int]:
-    """Dotted key -> 1-based line of that key in the YAML text."""
+MAX_VALUES = 100_000
+"""A config expands to at most this many values (YAML aliases can make a few bytes expand to millions)."""
+
+
+def _line_map(text: str, source: str = "") -> dict[str, int]:
+    """Dotted key -> 1-based line of that key in the YAML text. Raises ConfigError for YAML that refers to
+    itself or expands (through aliases) to more than :data:`MAX_VALUES` values."""
     lines: dict[str, int] = {}
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is None:
+        return lines
+    _check_expansion(root, source)
+    walked: set[int] = set()  # an aliased node is walked once: its keys' lines are those of its first use
 
     def walk(node: yaml.Node, prefix: str) -> None:
+        if id(node) in walked:
+            return
+        walked.add(id(node))
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:
                 key = f"{prefix}.{k.value}" if prefix else str(k.value)
@@ -208,10 +228,41 @@ def _line_map(text: str) -> dict[str, int]:
                 lines[key] = v.start_mark.line + 1
                 walk(v, key)
 
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    if root is not None:
-        walk(root, "")
+    walk(root, "")
     return lines
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values ``root`` stands for once aliases are expanded (each node counted once, memoised)."""
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()
+
+    def size(node: yaml.Node) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in open_nodes:
+            raise ConfigError(
+                "a YAML alias refers to the mapping that contains it: write the value out", source=source
+            )
+        open_nodes.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        elif isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        total = 1 + sum(size(c) for c in children)
+        open_nodes.discard(key)
+        if total > MAX_VALUES:
+            raise ConfigError(
+                f"the file expands to more than {MAX_VALUES:,} values (YAML aliases?): a configuration is much "
+                "smaller; write it out",
+                source=source,
+            )
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def _where(source: str, lines: Mapping[str, int], key: str, origins: Mapping[str, str] | None = None) -> str:
@@ -266,7 +317,9 @@ def _config_error(e: ValidationError, where: Callable[[str], str], prefix: str =
         allowed = ""
         if err["type"] == "extra_forbidden":
             allowed = " (unknown key: check the spelling against config.yaml)"
-        msgs.append(f"{where(key)}: {key}: {_message(err, key)}{allowed}, got {err.get('input')!r}")
+        got = repr(err.get("input"))
+        got = got if len(got) <= 200 else got[:200] + "…"
+        msgs.append(f"{where(key)}: {key}: {_message(err, key)}{allowed}, got {got}")
     error = ConfigError("\n".join(msgs))
     error.key = first_key
     return error
@@ -341,10 +394,14 @@ def load_config(
                 source=source,
             ) from None
         try:
+            lines = _line_map(text, source)  # first: it refuses self-reference and alias bombs
             loaded = yaml.safe_load(text)
-            lines = _line_map(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML: {e}", source=source) from e
+        except RecursionError:
+            raise ConfigError(
+                "the YAML is nested too deeply: a configuration is flat", source=source
+            ) from None
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

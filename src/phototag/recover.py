@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -97,7 +98,11 @@ def _check(run: AnalyzerRun, name: str) -> None:
     if run.analyzer != name or not isinstance(run.task, str) or not run.task or a is None:
         raise _Untrusted(f"analyzer {name!r}: inconsistent entry")
     texts = [t.name for t in a.tags] + [p for t in a.tags for p in t.path] + [r.label for r in a.regions]
-    texts += list(a.answers) + list(a.answers.values())
+    texts += [x.question for x in a.answers] + [x.text for x in a.answers]
+    texts += [t for x in a.answers for t in (x.name, x.xmp) if t is not None]
+    scores = [x.score for x in a.answers if x.score is not None]
+    if not all(math.isfinite(s) for s in scores):
+        raise _Untrusted(f"analyzer {name!r}: an answer's score is not a number")
     if a.caption is not None:
         texts.append(a.caption)
     if not all(isinstance(t, str) for t in texts) or not isinstance(run.model.id, str):

@@ -1,11 +1,32 @@
-"""Plain-dict forms of the result types, for the JSON sidecar and the state DB's result cache."""
+"""Plain-dict forms of the result types, for the JSON sidecar and the state DB's result cache.
+
+An analysis is an object with ``tags``, ``regions``, ``qa`` (always written, possibly empty) and, when there
+are any, ``caption``, ``answers``, ``embedding`` and ``extra`` (the analyzer's free-form data). Questions
+asked about the photo (:class:`~phototag.types.Answer`) are in two forms::
+
+    "answers": {"table": "a cat"},
+    "qa": [{"question": "What is on the table?", "answer": "a cat", "score": 0.83,
+            "name": "table", "xmp": "XMP-photoshop:Headline"}]
+
+``answers`` maps each named answer (the question's ``field:``) to its text, for people and scripts (for a
+name given twice, the last answer); ``qa`` lists every question in order, with its score (null when the
+model gives none), name and XMP tag (null when none), and is what phototag reads back.
+
+Older phototag versions wrote no ``qa``; their question answering was ``answers`` plus ``extra.qa``
+(``[{question, answer, score}]``) and ``extra.xmp`` (``{XMP tag: text}``). :func:`analysis_from_dict` still
+reads those, from the state DB's cache and from JSON sidecars, so that neither a cached result nor a sidecar
+runs a model again.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from collections.abc import Mapping
+from dataclasses import replace
+from typing import Any, Literal
 
 from .errors import display
-from .types import Analysis, AnalyzerRun, ModelInfo, PhotoResult, Region, Tag
+from .types import Analysis, AnalyzerRun, Answer, ModelInfo, PhotoResult, Region, Tag
 
 SCHEMA_VERSION = 1
 
@@ -25,8 +46,10 @@ def analysis_to_dict(a: Analysis, with_embedding: bool = True) -> dict[str, Any]
     }
     if a.caption is not None:
         out["caption"] = a.caption
-    if a.answers:
-        out["answers"] = dict(a.answers)
+    named = {x.name: x.text for x in a.answers if x.name is not None}
+    if named:
+        out["answers"] = named
+    out["qa"] = [_answer_to_dict(x) for x in a.answers]
     if a.embedding is not None and with_embedding:
         out["embedding"] = list(a.embedding)
     if a.extra:
@@ -35,6 +58,9 @@ def analysis_to_dict(a: Analysis, with_embedding: bool = True) -> dict[str, Any]
 
 
 def analysis_from_dict(d: dict[str, Any]) -> Analysis:
+    extra = dict(d.get("extra") or {})
+    # no "qa": written by an older phototag
+    answers = tuple(map(_answer_from_dict, d["qa"])) if "qa" in d else _old_answers(d.get("answers"), extra)
     return Analysis(
         tags=tuple(Tag(t["name"], float(t["score"]), tuple(t.get("path") or ())) for t in d.get("tags", ())),
         regions=tuple(
@@ -50,10 +76,85 @@ def analysis_from_dict(d: dict[str, Any]) -> Analysis:
             for r in d.get("regions", ())
         ),
         caption=d.get("caption"),
-        answers=dict(d.get("answers") or {}),
+        answers=answers,
         embedding=tuple(d["embedding"]) if d.get("embedding") is not None else None,
-        extra=dict(d.get("extra") or {}),
+        extra=extra,
     )
+
+
+def _answer_to_dict(a: Answer) -> dict[str, Any]:
+    return {
+        "question": a.question,
+        "answer": a.text,
+        "score": None if a.score is None else round(a.score, 6),
+        "name": a.name,
+        "xmp": a.xmp,
+    }
+
+
+def _answer_from_dict(d: dict[str, Any]) -> Answer:
+    score = d.get("score")
+    return Answer(
+        question=d["question"],
+        text=d["answer"],
+        score=None if score is None else float(score),
+        name=d.get("name"),
+        xmp=d.get("xmp"),
+    )
+
+
+def _old_answers(named: Any, extra: dict[str, Any]) -> tuple[Answer, ...]:
+    """The answers of an analysis written before ``qa``: ``answers`` (name -> text), ``extra["qa"]`` (every
+    question, in order) and ``extra["xmp"]`` (XMP tag -> text). The two ``extra`` keys are taken out of
+    ``extra``.
+
+    Those versions wrote every question in ``extra["qa"]`` and copied the text of some to ``answers`` and
+    ``extra["xmp"]``, in the questions' order; each name and tag goes back to the next question, in that
+    order, with the same text. One that matches none (another analyzer wrote only ``extra["xmp"]``) becomes an
+    answer without a question: written to its XMP tag or stored under its name, but not recorded as a
+    question, as then. Malformed items were skipped then, and are dropped now.
+    """
+    answers: list[Answer] = []
+    qa = extra.get("qa")
+    if isinstance(qa, list):
+        del extra["qa"]
+        for item in qa:
+            if not isinstance(item, Mapping) or not isinstance(item.get("question"), str):
+                continue
+            text, score = item.get("answer"), item.get("score")
+            if not (isinstance(score, (int, float)) and not isinstance(score, bool) and math.isfinite(score)):
+                score = None
+            answers.append(Answer(item["question"], text if isinstance(text, str) else "", score))
+    if isinstance(named, Mapping):
+        _attach(answers, named, "name")
+    xmp = extra.get("xmp")
+    if isinstance(xmp, Mapping):
+        del extra["xmp"]
+        _attach(answers, xmp, "xmp")
+    return tuple(answers)
+
+
+def _attach(answers: list[Answer], texts: Mapping[Any, Any], attr: Literal["name", "xmp"]) -> None:
+    """Give ``attr`` (name or xmp) to the answers that ``texts`` (key -> text) gave it, in order."""
+
+    def given(answer: Answer, key: str) -> Answer:
+        return replace(answer, name=key) if attr == "name" else replace(answer, xmp=key)
+
+    start = 0
+    for key, text in texts.items():
+        if not isinstance(key, str) or not isinstance(text, str):
+            continue
+        free = (
+            i
+            for i in range(start, len(answers))
+            if answers[i].text == text and getattr(answers[i], attr) is None
+        )
+        at = next(free, None)
+        if at is None:
+            answers.append(given(Answer("", text), key))
+        else:
+            answers[at] = given(answers[at], key)
+            start = at + 1
 
 
 def run_to_dict(run: AnalyzerRun, with_embedding: bool = True) -> dict[str, Any]:

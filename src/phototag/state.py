@@ -153,13 +153,13 @@ class StateDB(SQLiteFile):
             return rec
         return None
 
-
     def is_done(self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]) -> bool:
         """:meth:`current_record` exists *and* the files the writers made beside the photo are all still there
         (a sidecar the user deleted is made again, from the cached results). The one "done" test of the
         pipeline and of the daemon's main thread."""
         rec = self.current_record(path, size, mtime_ns, fingerprints)
         return rec is not None and all(os.path.lexists(path.parent / name) for name in rec.outputs)
+
     def is_current(self, path: Path, size: int, mtime_ns: int, fingerprints: Mapping[str, str]) -> bool:
         """True when ``path`` was done with exactly these analyzer fingerprints and has not changed since."""
         return self.current_record(path, size, mtime_ns, fingerprints) is not None

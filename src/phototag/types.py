@@ -97,13 +97,36 @@ class ModelInfo:
 
 
 @dataclass(frozen=True)
+class Answer:
+    """One question asked about a photo, and the answer.
+
+    ``Answer("What is on the table?", "a cat", 0.83, name="table", xmp="XMP-photoshop:Headline")`` is stored
+    in the JSON sidecar's ``answers`` as ``"table": "a cat"`` and written to ``XMP-photoshop:Headline``. Every
+    answer is recorded in ``XMP-phototag:Answers`` (question, answer, score, model).
+    """
+
+    question: str
+    text: str
+    score: float | None = None
+    """The model's confidence in its answer, 0..1; None when it gives none."""
+    name: str | None = None
+    """The key the answer is stored under in the JSON sidecar's ``answers`` (the question's ``field:``)."""
+    xmp: str | None = None
+    """The XMP tag the answer is written to (``XMP-photoshop:Headline``; the question's ``xmp:``), if any."""
+
+
+@dataclass(frozen=True)
 class Analysis:
-    """What one analyzer found in one photo. Every field is optional; an analyzer fills what its task gives."""
+    """What one analyzer found in one photo. Every field is optional; an analyzer fills what its task gives.
+
+    ``extra`` is free-form for plugins (JSON-able values); phototag's writers store it in the JSON sidecar and
+    read nothing from it.
+    """
 
     tags: tuple[Tag, ...] = ()
     regions: tuple[Region, ...] = ()
     caption: str | None = None
-    answers: Mapping[str, str] = field(default_factory=dict)
+    answers: tuple[Answer, ...] = ()
     embedding: tuple[float, ...] | None = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 

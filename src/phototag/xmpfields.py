@@ -8,11 +8,21 @@ What goes where (see METADATA.md):
 
 * keywords: ``XMP-dc:Subject``; embedding into JPEG/TIFF also ``IPTC:Keywords`` (UTF-8,
   ``CodedCharacterSet`` set; keywords over IPTC's 64 bytes stay XMP-only);
-* hierarchy: ``XMP-lr:HierarchicalSubject`` (``AI|Animals|Cat`` and every ancestor) and
-  ``XMP-digiKam:TagsList`` (``AI/Animals/Cat``), in sync; ``|`` and ``/`` inside a level become ``-``;
+* hierarchy: ``XMP-lr:HierarchicalSubject`` (``AI|Animals|Cat``) and ``XMP-digiKam:TagsList``
+  (``AI/Animals/Cat``), the **full path of each assigned keyword only**: an ancestor listed as an entry of its
+  own (``AI``, ``AI|Animals``) becomes a tag of its own in darktable and digiKam. The two lists are kept in
+  sync, the user's entries included (``metadata.sync_user_hierarchy``, see :mod:`phototag.xmpplan`);
+* keyword text (:func:`keyword_text`, :func:`tagslist_entry`): one line (white space runs become one space),
+  never a comma (darktable splits keywords at commas: ``Café, Paris`` became ``Café``; a comma becomes
+  `` - ``: ``castle, palace`` -> ``castle - palace``, nothing of the label is lost; the classifier backends
+  already keep only the first of an ImageNet-style synonym list), ``|`` (the separator of both hierarchy
+  lists) becomes ``-`` in dc:subject and in both lists; ``/`` stays in dc:subject and lr:hierarchicalSubject
+  (``AC/DC``: the leaf equals the flat keyword) and becomes ``-`` only in TagsList (``AI/Music/AC-DC``);
 * caption: ``XMP-dc:Description`` (x-default) + ``XMP-tiff:ImageDescription``; embedding also
   ``IPTC:Caption-Abstract`` (JPEG/TIFF, up to 2000 bytes) and ``EXIF:ImageDescription`` (JPEG/TIFF/PNG/WebP);
 * faces: ``XMP-mwg-rs:RegionInfo`` (Type Face, normalised centre box, AppliedToDimensions in pixels);
+  ``Name`` only for a known person (an unrecognised face has none: digiKam imports a region named ``Face``
+  as a confirmed person called Face), who also goes to ``XMP-iptcExt:PersonInImage``;
 * objects: ``XMP-iptcExt:ImageRegion`` (rectangle, relative units, Name = label, RId ``phototag:N``, role
   subjectArea);
 * answers: an analyzer's ``Analysis.extra["xmp"]`` (``{tag: text}``; the VQA plugin's ``xmp:`` per question)
@@ -38,6 +48,8 @@ SUBJECT = "XMP-dc:Subject"
 HIERARCHY = "XMP-lr:HierarchicalSubject"
 TAGSLIST = "XMP-digiKam:TagsList"
 IPTC_KEYWORDS = "IPTC:Keywords"
+PERSON_IN_IMAGE = "XMP-iptcExt:PersonInImage"
+"""Known people (a Bag): phototag's entries are recorded in ``XMP-phototag:Fields`` like an answer's."""
 ADDED = {
     SUBJECT: "XMP-phototag:AddedSubject",
     IPTC_KEYWORDS: "XMP-phototag:AddedKeywords",
@@ -153,7 +165,7 @@ def is_user_caption(text: str | None) -> bool:
 
 # -- text cleaning -------------------------------------------------------------------------------------------
 
-_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")  # not characters in XML 1.0
 
 
 def clean_text(text: str) -> str:
@@ -164,9 +176,28 @@ def clean_text(text: str) -> str:
     return _XML_ILLEGAL.sub(" ", text.replace("\r\n", "\n").replace("\r", "\n"))
 
 
-def keyword_level(text: str) -> str:
-    """One level of a keyword hierarchy: cleaned, ``|`` and ``/`` (the separators) replaced by ``-``."""
-    return clean_text(text).replace("|", "-").replace("/", "-").strip()
+def keyword_text(text: str) -> str:
+    """A generated flat keyword or one level of its hierarchy path, as dc:subject and lr:hierarchicalSubject
+    take it: cleaned (:func:`clean_text`), white space runs (newlines, tabs) as one space, a comma and the
+    spaces around it as `` - `` (darktable splits keywords at commas; leading and trailing commas go), ``|``
+    (the hierarchy separator) as ``-``; ``/`` stays. Empty: nothing usable is left (the caller drops it)."""
+    parts = (" ".join(part.split()) for part in clean_text(text).replace("|", "-").split(","))
+    return " - ".join(part for part in parts if part)
+
+
+def tagslist_entry(levels: Iterable[str]) -> str:
+    """A hierarchy path as a TagsList entry: levels joined with ``/``, a ``/`` inside a level as ``-``."""
+    return "/".join(level.replace("/", "-") for level in levels)
+
+
+def hierarchy_to_tagslist(entry: str) -> str:
+    """A (user's) lr:hierarchicalSubject entry as TagsList writes it: ``People|AC/DC`` -> ``People/AC-DC``."""
+    return tagslist_entry(entry.split("|"))
+
+
+def tagslist_to_hierarchy(entry: str) -> str:
+    """A (user's) TagsList entry as lr:hierarchicalSubject writes it: ``a/b|c`` -> ``a|b-c``."""
+    return "|".join(level.replace("|", "-") for level in entry.split("/"))
 
 
 def unique(items: Iterable[str]) -> list[str]:

@@ -12,10 +12,41 @@ regions carry ``RId phototag:N``. A re-run removes exactly those (``-TAG-=v`` th
 new ones, so nothing is duplicated and the user's own keywords, hierarchy, caption and regions survive,
 including a user keyword identical to one phototag would add (it was there first, so it is not recorded).
 Limitation: a keyword the user adds *after* phototag added the identical one is indistinguishable from
-phototag's and goes away with ``untag``. A face region the user renamed becomes the user's; phototag does not
-add a second box on the same area. ``write`` makes the metadata reflect the given result: the core passes the
-complete result for a photo (all analyzers), and whatever phototag wrote before that is not in it is removed.
-When nothing would change, nothing is written (the file keeps its bytes and mtime).
+phototag's and goes away with ``untag``. ``write`` makes the metadata reflect the given result: the core passes
+the complete result for a photo (all analyzers), and whatever phototag wrote before that is not in it is
+removed. When nothing would change, nothing is written (the file keeps its bytes and mtime).
+
+Hierarchy (lr:hierarchicalSubject and TagsList). phototag writes the full path of each keyword it assigns,
+in both lists. With :attr:`~phototag.xmpdesired.Desired.sync_user_hierarchy` (``metadata.sync_user_hierarchy``,
+default on) it also mirrors the user's entries: a user entry (one not recorded as phototag's) whose
+counterpart is not among the user's entries of the other list is added there, converted (``|`` <-> ``/``; a
+``/`` inside a level becomes ``-`` in TagsList, a ``|`` inside a level ``-`` in lr:hierarchicalSubject); and a
+user's flat keyword (dc:subject) that is the leaf of no hierarchy entry gets a top-level entry in both lists:
+darktable ignores dc:subject once lr:hierarchicalSubject exists, and digiKam reads TagsList first, so without
+it the user's plain keywords would vanish from both apps as soon as phototag adds a hierarchy.
+Why on by default: Lightroom and darktable write lr:hierarchicalSubject only, while digiKam and Immich read
+TagsList first and ignore lr:hierarchicalSubject when TagsList exists; a sidecar whose TagsList holds only
+phototag's entries hides the user's whole hierarchy from them (and an Immich/digiKam TagsList-only hierarchy
+from darktable). The copies are *derived* data and recorded as phototag's (``AddedHierarchy`` /
+``AddedTagsList``): the user's own entries are never changed or removed, a copy whose source the user
+deleted goes at the next write (an unrecorded copy would resurrect every tag the user deletes in an app that
+writes one list only), and ``untag`` leaves both lists exactly as the user had them. Off: the user's entries
+are left as they are, and copies made earlier are removed. The copies are made only while phototag writes
+something of its own into the file. Entries of old versions (every ancestor as an entry of its own) are in
+the Added records, so the next write removes them.
+
+Faces (thresholds and matching: :mod:`phototag.xmpdesired`). A region is phototag's when it matches a face
+phototag recorded (same name, :func:`~phototag.xmpdesired.own_region`: IoU >=
+:data:`~phototag.xmpdesired.OWN_REGION_IOU` or every edge within a pixel; one region per record):
+a rounded round trip (digiKam stores whole pixels) is still recognised, so a re-run leaves it as it is and
+``untag`` removes it. Every other region is the user's and is never moved, renamed or removed; a detected
+face that is the same face as a user's face region (:func:`~phototag.xmpdesired.same_face`: IoU >=
+:data:`~phototag.xmpdesired.SAME_FACE_IOU` or one centre inside the other box) is not added, so a face the
+user named (or an unnamed box another program drew) is not boxed twice. A face phototag wrote that the user
+renamed becomes the user's. phototag's old regions named ``Face``/``face`` (versions before 2) do not match
+today's unnamed faces: they are replaced. Known people go to ``XMP-iptcExt:PersonInImage`` (a Bag), recorded
+in ``XMP-phototag:Fields`` like a list answer: an entry the user had first stays the user's; a VQA answer
+for that tag equal to a person's name is not written twice.
 
 Captions. ``caption: keep`` never overwrites a caption phototag did not write: if any caption field (in
 sidecar mode also the photo's embedded ones) holds a non-blank text other than phototag's last caption, no
@@ -49,7 +80,7 @@ from typing import Any
 from . import __version__
 from .errors import display
 from .exiftool import as_list, serialize_struct
-from .xmpdesired import Desired, area_key, mwg_key, object_key
+from .xmpdesired import Box, Desired, face_box, iou, key_face, mwg_key, object_key, own_region, same_face
 from .xmpfields import (
     ADDED,
     CAPTION_EXIF,
@@ -63,18 +94,24 @@ from .xmpfields import (
     IPTC_KEYWORD_MAX,
     IPTC_KEYWORDS,
     OBJECT_RID,
+    PERSON_IN_IMAGE,
     PROVENANCE,
     REGION_INFO,
     STRUCT_LISTS,
     SUBJECT,
     TAGSLIST,
     FieldKind,
+    hierarchy_to_tagslist,
     is_user_caption,
+    tagslist_to_hierarchy,
     unique,
     xmp_field_problem,
 )
 
 log = logging.getLogger(__name__)
+
+ADDED_NAME = {tag: name[len(PROVENANCE) :] for tag, name in ADDED.items()}
+"""List tag -> the field of phototag's namespace that records what it added there (``AddedSubject`` ...)."""
 
 
 @dataclass(frozen=True)
@@ -150,28 +187,91 @@ def _plan_caption(
     return [], prev if still_ours else None
 
 
-def _plan_faces(cur: Mapping[str, Any], prev_keys: set[str], want: Desired) -> tuple[list[str], set[str]]:
-    """Arguments for the MWG face regions, and the keys of the faces phototag owns afterwards."""
+def _claim(
+    boxes: Sequence[tuple[str, Box | None]],
+    name: str,
+    box: Box,
+    taken: set[int],
+    pixels: tuple[int, int] | None,
+) -> int | None:
+    """Index of the best match (highest IoU) for (name, box) among ``boxes`` not yet ``taken``: the same name
+    and :func:`~phototag.xmpdesired.own_region`; None when there is none."""
+    best, best_iou = None, -1.0
+    for i, (other_name, other) in enumerate(boxes):
+        if i in taken or other is None or other_name != name or not own_region(box, other, pixels):
+            continue
+        score = iou(box, other)
+        if score > best_iou:
+            best, best_iou = i, score
+    return best
+
+
+def _pixels(info: Mapping[str, Any], want: Desired) -> tuple[int, int] | None:
+    """The image's size the regions apply to: the file's AppliedToDimensions, else the result's."""
+    dims = info.get("AppliedToDimensions")
+    if isinstance(dims, Mapping):
+        try:
+            return int(float(dims["W"])), int(float(dims["H"]))
+        except (KeyError, TypeError, ValueError):
+            pass
+    return (want.width, want.height) if want.width > 0 and want.height > 0 else None
+
+
+def _plan_faces(
+    cur: Mapping[str, Any], records: Sequence[Mapping[str, Any]], want: Desired
+) -> tuple[list[str], list[str | None]]:
+    """Arguments for the MWG face regions, and per wanted face the key phototag records for it (None: not
+    written, the user's region has that face)."""
     info = cur.get(REGION_INFO)
     info = info if isinstance(info, Mapping) else {}
     regions = [r for r in as_list(info.get("RegionList")) if isinstance(r, Mapping)]
-    ours = [r for r in regions if mwg_key(r) in prev_keys]
-    user = [r for r in regions if mwg_key(r) not in prev_keys]
-    user_areas = {area_key(r) for r in user}
-    # a user's region on the same area (e.g. one phototag wrote, renamed to a person) is not boxed twice
-    wanted = [f for f in want.faces if area_key(f) not in user_areas]
-    keys = {mwg_key(f) for f in wanted}
-    if [mwg_key(r) for r in ours] == [mwg_key(f) for f in wanted]:
+    found = [(str(r.get("Name", "")), face_box(r)) for r in regions]
+    pixels = _pixels(info, want)
+    # which regions are phototag's: each recorded face claims the best matching region (region -> its key)
+    ours: dict[int, str] = {}
+    for record in records:
+        key = str(record.get("Key", ""))
+        name, box = key_face(key)
+        if box is not None:
+            hit = _claim(found, name, box, set(ours), pixels)
+            if hit is not None:
+                ours[hit] = key
+    user_faces = [
+        box
+        for i, (r, (_, box)) in enumerate(zip(regions, found, strict=True))
+        if i not in ours and box is not None and str(r.get("Type", "Face")).lower() == "face"
+    ]
+    mine = [found[i] if i in ours else ("", None) for i in range(len(regions))]
+    keys: list[str | None] = []
+    kept: set[int] = set()
+    add: list[dict[str, Any]] = []
+    for face in want.faces:
+        box = face_box(face)
+        if box is None or any(same_face(box, u) for u in user_faces):
+            keys.append(None)  # the user's region has this face
+            continue
+        # phototag's own region for this face, maybe rounded by another program: left as it is, and
+        # recorded as before (the record still finds it)
+        hit = _claim(mine, str(face.get("Name", "")), box, kept, pixels)
+        if hit is not None:
+            kept.add(hit)
+            keys.append(ours[hit])
+        else:
+            add.append(face)
+            keys.append(mwg_key(face))
+    drop = [regions[i] for i in sorted(set(ours) - kept)]
+    if not drop and not add:
         return [], keys
-    if not user:
-        if not wanted:
+    if len(ours) == len(regions):  # nothing of the user's: the whole RegionInfo is phototag's
+        final = [regions[i] for i in sorted(kept)] + add
+        if not final:
             return [f"-{REGION_INFO}="], keys
         dims = {"W": str(want.width), "H": str(want.height), "Unit": "pixel"}
-        info_struct = {"AppliedToDimensions": dims, "RegionList": wanted}
+        info_struct = {"AppliedToDimensions": dims, "RegionList": final}
         return [f"-{REGION_INFO}=" + serialize_struct(info_struct)], keys
-    args = [f"-XMP-mwg-rs:RegionList-={serialize_struct(r)}" for r in ours]
-    args += [f"-XMP-mwg-rs:RegionList+={serialize_struct(f)}" for f in wanted]
-    if not info.get("AppliedToDimensions") and wanted:
+    args = [f"-XMP-mwg-rs:RegionList-={serialize_struct(r)}" for r in drop]
+    args += [f"-XMP-mwg-rs:RegionList+={serialize_struct(f)}" for f in add]
+    if not info.get("AppliedToDimensions") and add:
         args += [
             f"-XMP-mwg-rs:RegionAppliedToDimensionsW={want.width}",
             f"-XMP-mwg-rs:RegionAppliedToDimensionsH={want.height}",
@@ -217,7 +317,8 @@ def _plan_fields(
         prev.setdefault(tag, []).append(recorded)
     args: list[str] = []
     records: list[dict[str, str]] = []
-    for tag in unique([*want.fields, *prev]):
+    people = [PERSON_IN_IMAGE] if want.people else []
+    for tag in unique([*want.fields, *people, *prev]):
         problem = xmp_field_problem(tag)
         if problem is not None:
             log.warning("not writing %s: %s", tag, problem)
@@ -226,9 +327,10 @@ def _plan_fields(
         current = cur.get(tag)
         known = (kinds or {}).get(tag)
         # without exiftool's word (pure use, or a tag it no longer accepts) the value read says list or not
-        kind = known or ("list" if isinstance(current, list) else "text")
+        kind = known or ("list" if isinstance(current, list) or tag == PERSON_IN_IMAGE else "text")
         if kind == "list":
-            tag_args, added = _plan_list(tag, current, prev.get(tag, []), [value] if value else [])
+            listed = [*(want.people if tag == PERSON_IN_IMAGE else []), *([value] if value else [])]
+            tag_args, added = _plan_list(tag, current, prev.get(tag, []), unique(listed))
             args += tag_args
             records += [{"Tag": tag, "Value": v} for v in added]
             continue
@@ -278,6 +380,56 @@ def _caption_model(caption: str | None, want: Desired, old: Mapping[str, Any]) -
     return want.caption_model if caption == want.caption else str(old.get("CaptionModel", ""))
 
 
+def _says_anything(want: Desired) -> bool:
+    """Whether ``want`` asks for anything of phototag's own (not ``Desired()``, as untag passes it)."""
+    return bool(
+        want.subject or want.hierarchy or want.caption is not None or want.faces or want.objects
+        or want.fields or want.people or want.answers_provenance
+    )  # fmt: skip
+
+
+def _synced(cur: Mapping[str, Any], old: Mapping[str, Any], want: Desired) -> tuple[list[str], list[str]]:
+    """phototag's hierarchy and TagsList entries plus the copies that mirror the user's entries of each list
+    into the other (see the module docstring)."""
+    user_h = [str(v) for v in as_list(cur.get(HIERARCHY)) if str(v) not in old.get(ADDED_NAME[HIERARCHY], [])]
+    user_t = [str(v) for v in as_list(cur.get(TAGSLIST)) if str(v) not in old.get(ADDED_NAME[TAGSLIST], [])]
+    h_as_t = {hierarchy_to_tagslist(h) for h in user_h}
+    t_as_h = {tagslist_to_hierarchy(t) for t in user_t}
+    to_t = [
+        hierarchy_to_tagslist(h) for h in user_h if h not in t_as_h and hierarchy_to_tagslist(h) not in user_t
+    ]
+    to_h = [
+        tagslist_to_hierarchy(t) for t in user_t if t not in h_as_t and tagslist_to_hierarchy(t) not in user_h
+    ]
+    # a user's flat keyword that is the leaf of no hierarchy entry: darktable (and digiKam) show only the
+    # hierarchy once the file has one, so the keyword gets a top-level entry of its own in both lists
+    hierarchy = [*user_h, *to_h, *want.hierarchy]
+    leaves = {h.rsplit("|", 1)[-1] for h in hierarchy}
+    added_subject = old.get(ADDED_NAME[SUBJECT], [])
+    for keyword in (str(v) for v in as_list(cur.get(SUBJECT)) if str(v) not in added_subject):
+        entry = keyword.replace("|", "-").strip()
+        if entry and entry not in leaves:
+            leaves.add(entry)
+            to_h.append(entry)
+            to_t.append(hierarchy_to_tagslist(entry))
+    return unique([*want.hierarchy, *to_h]), unique([*want.tagslist, *to_t])
+
+
+def _regions_provenance(want: Desired, face_keys: Sequence[str | None]) -> list[dict[str, str]]:
+    """The region records: each object's, and each face's that was written or kept (``face_keys``, in the
+    order of ``want.faces``), under the key of the region the file holds."""
+    out = []
+    faces = iter(face_keys)
+    for record in want.regions_provenance:
+        if record.get("Kind") == "face":
+            key = next(faces, None)
+            if key is None:
+                continue
+            record = {**record, "Key": key}
+        out.append(record)
+    return out
+
+
 def plan(
     target: Target,
     cur: Mapping[str, Any],
@@ -297,7 +449,10 @@ def plan(
     old = _current_provenance(cur)
     args: list[str] = []
     added: dict[str, list[str]] = {}
-    lists = [(SUBJECT, want.subject), (HIERARCHY, want.hierarchy), (TAGSLIST, want.tagslist)]
+    hierarchy, tagslist = want.hierarchy, want.tagslist
+    if want.sync_user_hierarchy and _says_anything(want):
+        hierarchy, tagslist = _synced(cur, old, want)
+    lists = [(SUBJECT, want.subject), (HIERARCHY, hierarchy), (TAGSLIST, tagslist)]
     if target.iptc:
         fits = [k for k in want.subject if len(k.encode()) <= IPTC_KEYWORD_MAX]
         lists.append((IPTC_KEYWORDS, fits))
@@ -306,9 +461,7 @@ def plan(
         args += tag_args
     caption_args, caption = _plan_caption(target, cur, want, caption_mode, elsewhere_captions)
     args += caption_args
-    prev_faces = {
-        r.get("Key", "") for r in old.get("Regions", []) if isinstance(r, dict) and r.get("Kind") == "face"
-    }
+    prev_faces = [r for r in old.get("Regions", []) if isinstance(r, dict) and r.get("Kind") == "face"]
     face_args, face_keys = _plan_faces(cur, prev_faces, want)
     args += face_args
     args += _plan_objects(cur, want)
@@ -324,7 +477,7 @@ def plan(
         "Caption": caption or "",
         "CaptionModel": _caption_model(caption, want, old),
         "Tags": want.tags_provenance,
-        "Regions": [r for r in want.regions_provenance if r["Kind"] != "face" or r["Key"] in face_keys],
+        "Regions": _regions_provenance(want, face_keys),
         "Fields": field_records,
         "Answers": want.answers_provenance,
     }

@@ -23,11 +23,14 @@ Sidecars (``metadata.mode: sidecar``, the default: the photo is never modified).
   first name in sort order); the other members fall back to ``append`` naming (``IMG_1.JPG.xmp``) and a line
   is logged. The sidecar records its photo in ``XMP-phototag:Source``.
 * An existing sidecar is edited in place (exiftool's own temp file + rename), never replaced wholesale.
-* A new sidecar starts as a copy of the photo's own XMP (``-tagsFromFile PHOTO -xmp:all``), as digiKam does:
-  tools that read only the sidecar when one exists (Immich, darktable) keep showing the user's embedded
-  keywords, caption and regions. It is built under a hidden temp name and published with a no-clobber hard
-  link, so a crash leaves either no sidecar or a complete one. ``untag`` deletes a sidecar that is left with
-  no XMP at all; one that still holds the copied data stays (it may hold the user's later edits).
+* A new sidecar starts as a copy of the photo's own XMP plus, where that XMP lacks them, its IPTC-IIM/EXIF
+  keywords, caption, title, creator and rating (the MWG rules, :func:`_mwg_copies`; camera placeholder captions
+  skipped, unmarked IPTC decoded in its real charset), as digiKam does: tools that read only the sidecar when
+  one exists (Immich, darktable) keep showing the user's keywords, caption and regions. It is built in a
+  private folder from the photo itself (``-tagsFromFile @``) and published with a no-clobber hard link, so a
+  crash leaves either no sidecar or a complete one. ``untag`` deletes a sidecar that is left with no XMP at
+  all; one that still holds the copied data stays (it may hold the user's later edits). Embed mode seeds the
+  photo's own XMP the same way on phototag's first write (:meth:`XmpWriter._seed_embedded`).
 
 Embedding (``metadata.mode: embed``): ``-overwrite_original`` (exiftool writes ``FILE_exiftool_tmp`` and
 renames it over the file: atomic, no ``_original`` litter; the inode changes, hard links are not kept;
@@ -52,7 +55,7 @@ from .. import iptc as iim
 from ..config import Config
 from ..errors import MetadataError, display
 from ..exiftool import Exiftool, describe_failure, disk_full, private_dir
-from ..fileattrs import check_rewritable, new_file_mode, write_target
+from ..fileattrs import check_rewritable, keep_attributes, new_file_mode, write_target
 from ..tempfiles import EXIFTOOL_SUFFIX, own_temp_name, remove_stale
 from ..types import PhotoResult, Writer, fingerprint_of
 from ..xmpdesired import Desired, desired_from, mwg_face, mwg_key
@@ -93,9 +96,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PROBE_TEXT = "phototag probe"
-WRITER_VERSION = 1
+WRITER_VERSION = 2
 """Part of :meth:`XmpWriter.fingerprint`: raise it when a change to this module, :mod:`phototag.xmpplan` or
-:mod:`phototag.xmpdesired` changes what is written for the same results and settings."""
+:mod:`phototag.xmpdesired` changes what is written for the same results and settings. 2: full keyword paths
+only (no ancestor entries), unnamed unknown faces, hierarchy lists synced, no commas in keywords."""
 
 
 def sidecar_path(photo: Path, naming: str, extensions: Iterable[str] = ()) -> Path:
@@ -148,7 +152,10 @@ class XmpWriter:
         be rewritten from its cached results when the writer settings (or the writer) changed.
         """
         s = self.settings
-        settings = (s.mode, s.sidecar_name, s.keyword_root, s.caption, s.min_score, s.write_read_only)
+        settings = (
+            s.mode, s.sidecar_name, s.keyword_root, s.caption, s.min_score, s.write_read_only,
+            s.flat_ancestors, s.sync_user_hierarchy,
+        )  # fmt: skip
         return fingerprint_of("xmp", settings, WRITER_VERSION)
 
     def target_for(self, photo: Path) -> Target:
@@ -174,14 +181,22 @@ class XmpWriter:
             raise MetadataError(
                 photo, "file not found: it was moved or deleted before its metadata was written"
             )
-        want = desired_from(result, self.settings.keyword_root, self.settings.min_score)
+        s = self.settings
+        want = desired_from(
+            result,
+            s.keyword_root,
+            s.min_score,
+            flat_ancestors=s.flat_ancestors,
+            sync_user_hierarchy=s.sync_user_hierarchy,
+        )
         self._resolve_fields(want)
         target = self.target_for(photo)
         if target.sidecar:
             self._write_sidecar(target, want)
         else:
             cur = self._read_photo(target.path, photo=target.path, fields=want.fields)[0]
-            self._apply(target, cur, want, elsewhere=())
+            seeded = self._seed_embedded(target, cur, want)
+            self._apply(target, seeded, want, elsewhere=())
 
     def _read_photo(self, *paths: Path, photo: Path, fields: Iterable[str]) -> list[dict[str, Any]]:
         """:meth:`_read` of ``paths`` (``photo`` among them), again in the right charset when ``photo`` has
@@ -350,9 +365,12 @@ class XmpWriter:
             return False
         what = "its XMP sidecar" if target.sidecar else "the photo's own metadata"
         if not target.scratch:
-            check_rewritable(
+            before = check_rewritable(
                 target.path, target.photo, allow_read_only=self.settings.write_read_only, what=what
             )
+            if target.sidecar and _no_room_for_temp(target.path):
+                self._rewrite_via_copy(target, args, before, what)
+                return True
             remove_stale(target.path.with_name(target.path.name + EXIFTOOL_SUFFIX), photo=target.photo)
         try:
             if target.iptc and any(a.startswith("-IPTC:") for a in args):
@@ -361,6 +379,21 @@ class XmpWriter:
         except MetadataError as e:
             raise _about_photo(e, target, what) from e
         return True
+
+    def _rewrite_via_copy(self, target: Target, args: list[str], before: Any, what: str) -> None:
+        """Edit a sidecar whose name leaves no room for exiftool's ``_exiftool_tmp`` suffix: on a copy in a
+        private folder, then put back atomically under a short temp name (mode and owner kept)."""
+        scratch = private_dir("phototag-edit-")
+        try:
+            copy = scratch / "edit.xmp"
+            shutil.copyfile(target.path, copy)
+            try:
+                self.exiftool.write(copy, *args)
+            except MetadataError as e:
+                raise _about_photo(e, target, what) from e
+            replace_atomically(target.path, copy.read_bytes(), before, target.photo, what)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def _iptc_to_utf8(self, path: Path, cur: Mapping[str, Any]) -> None:
         """Existing IPTC in another charset is rewritten as UTF-8 first (exiftool FAQ 10), else its non-ASCII
@@ -381,7 +414,7 @@ class XmpWriter:
             cur, photo_cur = self._read_photo(side, photo, photo=photo, fields=want.fields)
             self._apply(target, cur, want, _captions(photo_cur), _xmp_of(photo_cur))
             return
-        photo_cur = self._read_photo(photo, photo=photo, fields=want.fields)[0]
+        photo_cur = self._read_photo(photo, photo=photo, fields=[*want.fields, *_SEED_READ])[0]
         xmp_only = _xmp_of(photo_cur)
         if not plan(
             target,
@@ -396,11 +429,14 @@ class XmpWriter:
         scratch = private_dir("phototag-sidecar-")
         try:
             seed = scratch / "seed.xmp"
-            # the photo's own XMP, copied by exiftool from the photo itself ("@"): a file name is never put
-            # where exiftool reads format codes (see exiftool.py); "nothing to write" means it has none
+            # the photo's own XMP, and what only its IPTC-IIM / EXIF says (:meth:`_mwg_copies`), copied by
+            # exiftool from the photo itself ("@"): a file name is never put where exiftool reads format codes
+            # (see exiftool.py); "nothing to write" means there is none of it
+            options, copies = self._mwg_copies(photo, photo_cur)
             seeded = self.exiftool.execute(
-                "-tagsFromFile", "@", "-xmp:all", "-o", str(seed), _abspath(photo), file=photo, check=False
-            )
+                *options, "-tagsFromFile", "@", "-xmp:all", *copies, "-o", str(seed), _abspath(photo),
+                file=photo, check=False,
+            )  # fmt: skip
             if seed.exists():
                 cur = self._read(seed)[0]
             elif "nothing to write" in seeded.stderr.lower() or "no writable tags" in seeded.stderr.lower():
@@ -413,6 +449,52 @@ class XmpWriter:
                 self._publish(seed, side, photo)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
+
+    def _seed_embedded(self, target: Target, cur: Mapping[str, Any], want: Desired) -> Mapping[str, Any]:
+        """Embed mode, before phototag's first write into a photo: copy into the photo's XMP what only its
+        IPTC-IIM / EXIF says (:meth:`_mwg_copies`), as a new sidecar gets it. Once phototag has written an XMP
+        packet, readers that follow MWG (XMP wins when present) no longer look at the IPTC keywords and
+        caption. ``cur``: the photo as :meth:`write` read it; returns it read again after a copy. Nothing is
+        written when phototag has nothing to write, or has written into this photo before (its namespace is
+        there). Call it from :meth:`write` as ``cur = self._seed_embedded(target, cur, want)``."""
+        if any(k.startswith(PROVENANCE) for k in cur) or not plan(
+            target, cur, want, caption_mode=self.settings.caption, field_kinds=self._kinds(cur, want)
+        ):
+            return cur
+        photo = target.path
+        options, copies = self._mwg_copies(photo, self._read_photo(photo, photo=photo, fields=_SEED_READ)[0])
+        if not copies:
+            return cur
+        what = "the photo's own metadata"
+        check_rewritable(photo, target.photo, allow_read_only=self.settings.write_read_only, what=what)
+        remove_stale(photo.with_name(photo.name + EXIFTOOL_SUFFIX), photo=target.photo)
+        try:
+            self.exiftool.write(photo, *options, "-tagsFromFile", "@", *copies)
+        except MetadataError as e:
+            raise _about_photo(e, target, what) from e
+        return self._read_photo(photo, photo=photo, fields=want.fields)[0]
+
+    def _mwg_copies(self, photo: Path, photo_cur: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """(options, copy arguments) that give a new sidecar what the photo says only in IPTC-IIM or EXIF,
+        for an exiftool command that already has ``-tagsFromFile @`` (the photo itself is the source).
+
+        ``photo_cur``: the photo as :meth:`_read_photo` read it with :data:`_SEED_READ` among the fields. The
+        rules (MWG reconciliation, simplified; :data:`_SEED_FROM`): the photo's XMP wins wherever it holds the
+        field (MWG would also let IPTC changed after the XMP win, told by XMP-photoshop:IPTCDigest; phototag
+        does not); otherwise the first source that has a value, EXIF before IPTC as MWG orders them. A camera
+        placeholder (:func:`~phototag.xmpfields.is_user_caption`) is nobody's caption and a rating of 0 is no
+        rating: neither is copied. IPTC text without a CodedCharacterSet is decoded in the charset its bytes
+        are in (``-charset iptc=``, :mod:`phototag.iptc`), not exiftool's default Latin. Nothing copied is
+        recorded as phototag's: it is the user's data."""
+        pairs = _mwg_sources(photo_cur)
+        options: list[str] = []
+        if any(src.startswith("IPTC:") for _, src in pairs) and iim.may_be_misread(photo_cur):
+            charset = iim.iptc_charset(self.exiftool, photo)
+            if charset is not None:
+                options = ["-charset", f"iptc={charset}"]
+        if pairs:
+            log.debug("%s: its new sidecar gets %s", photo, ", ".join(f"{d} from {s}" for d, s in pairs))
+        return options, [f"-{dest}<{src}" for dest, src in pairs]
 
     def _publish(self, seed: Path, side: Path, photo: Path) -> None:
         """Make the finished ``seed`` appear as ``side`` complete or not at all, never over an existing
@@ -491,6 +573,80 @@ def _about_photo(e: MetadataError, target: Target, what: str) -> MetadataError:
         reason += ". The file system is mounted read-only; phototag tries again"
     err = type(e)(target.photo, f"cannot write {what} ({display(target.path.name)}): {reason}", code)
     return err
+
+
+# What a new sidecar takes from the photo's IPTC-IIM / EXIF where the photo's XMP lacks it: XMP tag <- sources in
+# MWG order, each as (tag to copy, key exiftool -G1 reads it back as). MWG's Keywords, Description, Creator and
+# Rating, plus dc:title <- IPTC ObjectName (IPTC Core's mapping; MWG leaves it out). A single EXIF Artist string
+# becomes one dc:creator entry (MWG would split it at "; "; exiftool's -sep would split the keywords as well).
+_SEED_FROM: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("XMP-dc:Subject", (("IPTC:Keywords", "IPTC:Keywords"),)),
+    (
+        "XMP-dc:Description",
+        (
+            ("EXIF:ImageDescription", "IFD0:ImageDescription"),
+            ("IPTC:Caption-Abstract", "IPTC:Caption-Abstract"),
+        ),
+    ),
+    ("XMP-dc:Title", (("IPTC:ObjectName", "IPTC:ObjectName"),)),
+    ("XMP-dc:Creator", (("EXIF:Artist", "IFD0:Artist"), ("IPTC:By-line", "IPTC:By-line"))),
+    ("XMP-xmp:Rating", (("EXIF:Rating", "IFD0:Rating"),)),
+)
+_SEED_READ = tuple(unique(t for dest, sources in _SEED_FROM for t in (dest, *(src for src, _ in sources))))
+"""The tags :func:`_mwg_sources` looks at."""
+
+
+def _mwg_sources(photo_cur: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(XMP tag, tag to copy it from) for each :data:`_SEED_FROM` field that the photo's XMP lacks and its
+    IPTC-IIM or EXIF has (see :meth:`XmpWriter._mwg_copies`). Pure."""
+    out = []
+    for dest, sources in _SEED_FROM:
+        if _texts(photo_cur.get(dest)):
+            continue  # the photo's XMP has it: XMP wins
+        for src, key in sources:
+            texts = _texts(photo_cur.get(key))
+            if dest == "XMP-dc:Description":
+                texts = [t for t in texts if is_user_caption(t)]
+            elif dest == "XMP-xmp:Rating":
+                texts = [t for t in texts if t != "0"]
+            if texts:
+                out.append((dest, src))
+                break
+    return out
+
+
+def _texts(value: Any) -> list[str]:
+    """The non-blank texts of a value as read (None, a text or a list), stripped."""
+    items = value if isinstance(value, list) else [] if value is None else [value]
+    return [t for t in (str(v).strip() for v in items if not isinstance(v, (list, Mapping))) if t]
+
+
+def _no_room_for_temp(path: Path) -> bool:
+    """True when ``path``'s name plus exiftool's ``_exiftool_tmp`` is longer than the file system allows."""
+    try:
+        limit = os.pathconf(path.parent, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        limit = 255
+    return len(os.fsencode(path.name + EXIFTOOL_SUFFIX)) > limit
+
+
+def replace_atomically(path: Path, data: bytes, before: Any, photo: Path, what: str) -> None:
+    """Replace ``path`` by ``data`` (temp file in its folder, fsync, ``os.replace``), keeping the mode and, as
+    root, the owner of the file it replaces."""
+    tmp = path.parent / own_temp_name(".xmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            keep_attributes(f.fileno(), before)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise _about_photo(
+            MetadataError(path, e.strerror or str(e), e.errno), Target(path, photo, sidecar=True), what
+        ) from e
 
 
 def _captions(photo_cur: Mapping[str, Any]) -> list[str]:
