@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +21,27 @@ import pytest
 
 from hf_helpers import CPU, config_with, decoded_samples, make, registered_by, run, sample_paths, scan
 from phototag.errors import ConfigError, ModelUnavailableError, PhototagError
+from phototag.files import make_photo
 from phototag.hf.caption import HFCaptioner
 from phototag.hf.vqa import HFVQA, answer_matches, answer_words
 from phototag.plugins import caption as caption_plugin
 from phototag.plugins import vqa as vqa_plugin
 from phototag.plugins.sidecar import sidecar_path
-from phototag.types import Analysis, Analyzer, DecodedImage
+from phototag.recover import runs_from_sidecar
+from phototag.serialize import analysis_from_dict, analysis_to_dict, run_from_dict, run_to_dict
+from phototag.state import StateDB
+from phototag.types import (
+    Analysis,
+    Analyzer,
+    AnalyzerRun,
+    Answer,
+    DecodedImage,
+    ModelInfo,
+    Photo,
+    PhotoResult,
+    Tag,
+)
+from phototag.xmpdesired import desired_from
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +230,13 @@ QUESTIONS = [
 ]
 
 
+def named(analysis: Analysis) -> dict[str, str]:
+    """The answers that have a name, as the JSON sidecar's ``answers`` holds them."""
+    return {a.name: a.text for a in analysis.answers if a.name is not None}
+
+
 def answers_of(analyses: list[Analysis], field: str) -> list[str]:
-    return [a.answers[field] for a in analyses]
+    return [named(a)[field] for a in analyses]
 
 
 @pytest.mark.parametrize("kind", ["blip_vqa", "idefics3"])
@@ -247,11 +269,12 @@ def test_vqa_answers_do_not_depend_on_the_batch(
         assert answers_of(batch, field) == answers_of(single, field)
     assert len(set(answers_of(batch, "cat"))) > 1, "every photo got the same answer"
     for a, b in zip(batch, single, strict=True):
-        qa = a.extra["qa"]
-        assert [q["question"] for q in qa] == ["is there a cat ?", "what is on the table ?"]
-        for x, y in zip(qa, b.extra["qa"], strict=True):
-            assert 0.0 < x["score"] <= 1.0
-            assert x["score"] == pytest.approx(y["score"], abs=2e-3)
+        assert [q.question for q in a.answers] == ["is there a cat ?", "what is on the table ?"]
+        assert [q.name for q in a.answers] == ["cat", "table"] and not any(q.xmp for q in a.answers)
+        for x, y in zip(a.answers, b.answers, strict=True):
+            assert x.score is not None and y.score is not None
+            assert 0.0 < x.score <= 1.0
+            assert x.score == pytest.approx(y.score, abs=2e-3)
 
 
 def test_answer_maps_to_keyword_only_when_it_matches(
@@ -279,12 +302,17 @@ def test_answer_maps_to_keyword_only_when_it_matches(
         names = [t.name for t in analysis.tags]
         assert ("Match" in names) == should, (answer, target)
         assert "Never" not in names
-        assert analysis.answers == {"raw": answer}
-        assert analysis.extra["xmp"] == {"XMP-photoshop:Headline": answer}
+        first, _, last = analysis.answers
+        assert [a.text for a in analysis.answers] == [answer] * 3  # the same question, three times
+        assert last == Answer(
+            "is there a cat ?", answer, last.score, name="raw", xmp="XMP-photoshop:Headline"
+        )
+        assert (first.name, first.xmp) == (None, None)
+        assert analysis.extra == {}
         if should:
             (tag,) = analysis.tags
             assert tag.hierarchy == ("Answers", "Match")
-            assert tag.score == pytest.approx(analysis.extra["qa"][0]["score"], abs=1e-4)
+            assert first.score is not None and tag.score == pytest.approx(first.score, abs=1e-4)
 
 
 def test_answer_matching_rules() -> None:
@@ -326,6 +354,37 @@ def test_vqa_defaults(tmp_path: Path) -> None:
     assert [q.keyword for q in analyzer.settings.questions] == ["People", "Night"]
 
 
+@pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+def test_paligemma_answers_with_its_own_prefix_and_batch_invariant(
+    tiny_model: Callable[[str], Path], images: list[DecodedImage], tmp_path: Path
+) -> None:
+    folder = str(tiny_model("paligemma"))
+
+    def ask(**settings: Any) -> tuple[list[Analysis], list[Analysis]]:
+        section = {"enabled": True, "model": folder, "questions": QUESTIONS, "max_new_tokens": 4, **settings}
+        (analyzer,) = registered_by(vqa_plugin, config_with(tmp_path, {"vqa": section}, batch_size=4))
+        analyzer.load(CPU)
+        try:
+            want = settings.get("prompt", "answer en {question}")
+            assert analyzer._template == want  # chosen from the config's model_type, unless configured
+            return analyzer.analyze(images), [analyzer.analyze([im])[0] for im in images]
+        finally:
+            analyzer.unload()
+
+    batch, single = ask()
+    for field in ("cat", "table"):
+        assert answers_of(batch, field) == answers_of(single, field)
+        assert all("<" not in a for a in answers_of(batch, field))
+    assert len({a for field in ("cat", "table") for a in answers_of(batch, field)}) > 1
+    # the default is exactly PaliGemma's prefix; a configured prompt replaces it
+    explicit, _ = ask(prompt="answer en {question}")
+    assert [named(a) for a in explicit] == [named(a) for a in batch]
+    other, _ = ask(prompt="{question} Answer in a few words.")
+    assert [named(a) for a in other] != [named(a) for a in batch]
+
+
 # -- the real pipeline ---------------------------------------------------------------------------------------
 
 
@@ -349,7 +408,10 @@ def test_pipeline_writes_captions_and_answers_to_the_json_sidecar(
     assert isinstance(cap["caption"], str) and cap["caption"] and doc["caption"] == cap["caption"]
     assert cap["model"]["id"] == str(tiny_model("blip")) and cap["model"]["revision"].startswith("local-")
     assert set(vqa["answers"]) == {"cat", "table"}
-    assert [q["question"] for q in vqa["extra"]["qa"]] == ["is there a cat ?", "what is on the table ?"]
+    assert [q["question"] for q in vqa["qa"]] == ["is there a cat ?", "what is on the table ?"]
+    assert {q["name"]: q["answer"] for q in vqa["qa"]} == vqa["answers"]
+    assert "extra" not in vqa
+    assert cap["qa"] == [] and "answers" not in cap
 
 
 # -- answers to XMP fields -----------------------------------------------------------------------------------
@@ -429,3 +491,171 @@ def test_pipeline_writes_answers_to_their_xmp_field(
             else:
                 assert "XMP-photoshop:Headline" not in got
     assert written, "no photo got an answer to write"
+
+
+# -- one Answer type, and the answers older versions wrote -------------------------------------------------
+
+HEADLINE, PERSON, TITLE = "XMP-photoshop:Headline", "XMP-iptcExt:PersonInImage", "XMP-dc:Title"
+VQA_MODEL = ModelInfo("test/vqa", "r1")
+
+ANSWERS = (
+    Answer("Is there a person?", "yes", 0.91),  # a keyword question: no name, no field
+    Answer("What is on the table?", "a cat", 0.8123, name="table", xmp=HEADLINE),
+    Answer("Who is it?", "yes", None, name="who", xmp=PERSON),  # the same text as the first
+    Answer("What is its title?", "", 0.1, xmp=TITLE),  # an empty answer is not written
+)
+
+# ANSWERS as phototag wrote them before Answer, in the state DB's cache and in JSON sidecars alike: names in
+# "answers", every question in extra.qa, XMP fields in extra.xmp (only answers that were not empty)
+OLD_RUN: dict[str, Any] = {
+    "analyzer": "vqa",
+    "task": "vqa",
+    "model": {"id": "test/vqa", "revision": "r1"},
+    "fingerprint": "fp-vqa",
+    "seconds": 0.5,
+    "tags": [{"name": "People", "score": 0.91, "path": ["People"]}],
+    "regions": [],
+    "answers": {"table": "a cat", "who": "yes"},
+    "extra": {
+        "qa": [
+            {"question": "Is there a person?", "answer": "yes", "score": 0.91},
+            {"question": "What is on the table?", "answer": "a cat", "score": 0.8123},
+            {"question": "Who is it?", "answer": "yes", "score": None},
+            {"question": "What is its title?", "answer": "", "score": 0.1},
+        ],
+        "xmp": {HEADLINE: "a cat", PERSON: "yes"},
+        "plugin": "kept",
+    },
+}
+OLD_ANSWERS = (*ANSWERS[:3], replace(ANSWERS[3], xmp=None))  # an empty answer's field was not recorded
+
+
+def vqa_result(analysis: Analysis) -> PhotoResult:
+    photo = Photo(Path("cat.jpg"), 1, 1, "h")
+    return PhotoResult(photo, 640, 480, (AnalyzerRun("vqa", "vqa", VQA_MODEL, "fp-vqa", analysis),))
+
+
+def assert_same_xmp(analysis: Analysis) -> None:
+    """``analysis`` asks for the XMP fields and the provenance that ANSWERS ask for, and that phototag wrote
+    for them before Answer."""
+    got, new = (desired_from(vqa_result(a), "AI", 0.0) for a in (analysis, Analysis(answers=ANSWERS)))
+    assert got.fields == new.fields == {HEADLINE: "a cat", PERSON: "yes"}
+    assert got.answers_provenance == new.answers_provenance
+    provenance = {"Analyzer": "vqa", "Model": "test/vqa", "Revision": "r1"}
+    assert got.answers_provenance == [
+        {"Question": "Is there a person?", "Answer": "yes", "Score": "0.9100", **provenance},
+        {"Question": "What is on the table?", "Answer": "a cat", "Score": "0.8123", **provenance},
+        {"Question": "Who is it?", "Answer": "yes", **provenance},
+        {"Question": "What is its title?", "Score": "0.1000", **provenance},
+    ]
+
+
+def test_answers_round_trip_through_the_json_form() -> None:
+    analysis = Analysis(answers=ANSWERS, extra={"qa": "a plugin's own", "xmp": 1})
+    d = json.loads(json.dumps(analysis_to_dict(analysis)))
+    assert d["answers"] == {"table": "a cat", "who": "yes"}  # as before: name -> text
+    assert d["qa"][1] == {
+        "question": "What is on the table?",
+        "answer": "a cat",
+        "score": 0.8123,
+        "name": "table",
+        "xmp": HEADLINE,
+    }
+    assert [q["name"] for q in d["qa"]] == [None, "table", "who", None]
+    assert analysis_from_dict(d) == analysis  # a plugin's extra is its own, whatever its keys
+    plain = analysis_to_dict(Analysis(caption="a cat"))
+    assert plain["qa"] == [] and "answers" not in plain and "extra" not in plain
+    assert analysis_from_dict(plain) == Analysis(caption="a cat")
+    # a plugin's extra is not read for XMP fields or provenance any more
+    stray = desired_from(vqa_result(Analysis(extra={"xmp": {HEADLINE: "x"}, "qa": []})), "AI", 0.0)
+    assert stray.fields == {} and stray.answers_provenance == []
+
+
+def test_old_answers_are_read_as_answers() -> None:
+    analysis = run_from_dict(json.loads(json.dumps(OLD_RUN))).analysis
+    assert analysis is not None
+    assert analysis.answers == OLD_ANSWERS
+    assert analysis.extra == {"plugin": "kept"}  # extra.qa and extra.xmp became the answers
+    assert_same_xmp(analysis)
+    again = analysis_to_dict(analysis)
+    assert again["answers"] == OLD_RUN["answers"] and "qa" not in again["extra"]
+    assert analysis_from_dict(again) == analysis
+
+
+def test_old_answers_come_back_from_the_state_db_cache(tmp_path: Path) -> None:
+    with StateDB(tmp_path / "s.db"):
+        pass
+    with sqlite3.connect(tmp_path / "s.db") as db:  # a row as an older phototag stored it
+        db.execute(
+            "INSERT INTO runs (content_hash, analyzer, fingerprint, run, created) VALUES (?,?,?,?,?)",
+            ("h1", "vqa", "fp-vqa", json.dumps(OLD_RUN), 0.0),
+        )
+    db.close()  # the with block commits; it does not close
+    with StateDB(tmp_path / "s.db") as state:
+        cached = state.cached_run("h1", "vqa", "fp-vqa")
+    assert cached is not None and cached.analysis is not None
+    assert cached.analysis.answers == OLD_ANSWERS
+    assert cached.analysis.tags == (Tag("People", 0.91, ("People",)),)
+    assert_same_xmp(cached.analysis)
+
+
+def test_old_answers_come_back_from_a_json_sidecar(tmp_path: Path) -> None:
+    (tmp_path / "cat.jpg").write_bytes(b"bytes")
+    photo = make_photo(tmp_path / "cat.jpg")
+    doc = {
+        "schema": "phototag/result",
+        "schema_version": 1,
+        "file": "cat.jpg",
+        "content_hash": photo.content_hash,
+        "analyzers": {"vqa": OLD_RUN},
+    }
+    sidecar_path(photo.path).write_text(json.dumps(doc), encoding="utf-8")
+    runs = runs_from_sidecar(photo.path, photo.content_hash, {"vqa": "fp-vqa"})
+    analysis = runs["vqa"].analysis
+    assert analysis is not None and analysis.answers == OLD_ANSWERS
+    assert_same_xmp(analysis)
+
+
+def test_old_answers_without_a_question_keep_their_field_and_name() -> None:
+    # another analyzer wrote only extra.xmp, or only answers; malformed items were skipped, and still are
+    old = {
+        "tags": [],
+        "regions": [],
+        "answers": {"scene": "beach", "bad": 3},
+        "extra": {
+            "qa": [{"question": "Where?", "answer": "a beach", "score": "high"}, "junk", {"answer": "x"}],
+            "xmp": {TITLE: "Sunset", 7: "x", HEADLINE: ["not text"]},
+        },
+    }
+    analysis = analysis_from_dict(old)
+    assert analysis.answers == (
+        Answer("Where?", "a beach", None),
+        Answer("", "beach", name="scene"),
+        Answer("", "Sunset", xmp=TITLE),
+    )
+    want = desired_from(vqa_result(analysis), "AI", 0.0)
+    assert want.fields == {TITLE: "Sunset"}
+    assert [p["Question"] for p in want.answers_provenance] == ["Where?"]  # as before: only asked questions
+    assert analysis_to_dict(analysis)["answers"] == {"scene": "beach"}
+
+
+@pytest.mark.parametrize(
+    ("key", "value"), [("answer", 12), ("question", None), ("name", 3), ("xmp", []), ("score", "high")]
+)
+def test_a_hand_edited_answer_with_a_wrong_type_is_not_recovered(
+    tmp_path: Path, key: str, value: Any
+) -> None:
+    (tmp_path / "cat.jpg").write_bytes(b"bytes")
+    photo = make_photo(tmp_path / "cat.jpg")
+    entry = run_to_dict(AnalyzerRun("vqa", "vqa", VQA_MODEL, "fp-vqa", Analysis(answers=ANSWERS)))
+    doc = {
+        "schema": "phototag/result",
+        "schema_version": 1,
+        "content_hash": photo.content_hash,
+        "analyzers": {"vqa": entry},
+    }
+    sidecar_path(photo.path).write_text(json.dumps(doc), encoding="utf-8")
+    assert sorted(runs_from_sidecar(photo.path, photo.content_hash, {"vqa": "fp-vqa"})) == ["vqa"]
+    entry["qa"][1][key] = value
+    sidecar_path(photo.path).write_text(json.dumps(doc), encoding="utf-8")
+    assert runs_from_sidecar(photo.path, photo.content_hash, {"vqa": "fp-vqa"}) == {}

@@ -484,3 +484,251 @@ class TinyModels:
         if name not in self._built:
             self._built[name] = BUILDERS[name](self.root / name)
         return self._built[name]
+
+
+# -- Kosmos-2, PaliGemma, Florence-2: task prefixes, markup in the output, grounded phrases -------------------
+
+
+def tiny_sentencepiece_tokenizer(
+    words: tuple[str, ...],
+    *,
+    bos: str,
+    eos: str,
+    pad: str = "<pad>",
+    specials: tuple[str, ...] = (),
+    added: tuple[str, ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """A real fast tokenizer that splits and decodes like SentencePiece (``▁word`` pieces, Metaspace), over a
+    word-level vocabulary: ``pad``, ``<unk>``, ``bos``, ``eos`` and ``specials``, then ``words`` and
+    :data:`GEN_WORDS` as pieces, then punctuation; ``added`` become added tokens.
+
+    As with the real tokenizers of Kosmos-2, PaliGemma and Florence-2 (SentencePiece or BPE), the markup tokens
+    their processors add (``<phrase>``, ``<patch_index_0044>``, ``<loc0012>``, ``<loc_12>``) decode without
+    spaces around them, so the processors' own post-processing can read the output. Needs only ``tokenizers``
+    (no ``sentencepiece`` model file)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    pieces = ["▁" + w for w in (*words, *GEN_WORDS)]
+    vocab_list = (pad, "<unk>", bos, eos, *specials, *pieces, "?", ".", ",", ":", ";")
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(vocab_list))}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Metaspace(prepend_scheme="always"), pre_tokenizers.Punctuation()]
+    )
+    backend.decoder = decoders.Metaspace(prepend_scheme="always")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token=pad, unk_token="<unk>", bos_token=bos, eos_token=eos, **kwargs
+    )
+    if added:
+        tokenizer.add_tokens(list(added))
+    return tokenizer
+
+
+GROUNDED_NOUNS = ("cat", "dog", "person", "man", "woman", "table", "cup", "rocket", "motorcycle", "sky")
+"""What the tiny grounding models (Kosmos-2, Florence-2) name the phrases they locate."""
+STEER = 50.0
+"""The logit bias that steers a tiny random model through the grammar of grounded output (see
+:func:`build_tiny_kosmos2`): large enough to win over any random logit, and the choice among the steered
+tokens is still the model's own (random, image-dependent)."""
+
+
+def _bias(*keys: tuple[int, ...]) -> list[list[Any]]:
+    """``sequence_bias`` entries (JSON-able, as generation_config.json stores them): each key's last token gets
+    :data:`STEER` after the tokens before it."""
+    return [[list(key), STEER] for key in keys]
+
+
+def build_tiny_kosmos2(folder: Path, *, seed: int = 0, init: float = 1.0) -> Path:
+    """A tiny Kosmos-2 (``Kosmos2ForConditionalGeneration``) with a real ``Kosmos2Processor`` (which adds
+    ``<grounding>``, ``<phrase>``, ``<object>``, ``<patch_index_0000>`` ... ``<patch_index_1023>`` to the
+    tokenizer), 32 px images, 64 latent image tokens.
+
+    A trained Kosmos-2 prompted with ``<grounding>An image of`` links the noun phrases of its caption to
+    boxes: ``<phrase> a cat</phrase><object><patch_index_0044><patch_index_0863></object>``. The random one is
+    steered to do the same by its generation_config.json (``sequence_bias``, which ``generate`` applies): after
+    "of" it opens a phrase, names one of :data:`GROUNDED_NOUNS`, closes the phrase and gives a box from a
+    top-left patch to a bottom-right one. Which noun and which patches stays the model's (image-dependent)
+    choice; what follows is its random text."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        Kosmos2Config,
+        Kosmos2ForConditionalGeneration,
+        Kosmos2Processor,
+    )
+
+    tokenizer = tiny_sentencepiece_tokenizer(
+        ("An", "image", "Describe", "this", "detail", "Question", "Answer"), bos="<s>", eos="</s>"
+    )
+    image_processor = CLIPImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False)
+    processor = Kosmos2Processor(image_processor, tokenizer)  # adds the tag and patch index tokens
+    ids = tokenizer.convert_tokens_to_ids
+    config = Kosmos2Config(
+        text_config={
+            "vocab_size": len(tokenizer), "embed_dim": 32, "ffn_dim": 64, "layers": 2, "attention_heads": 2,
+            "max_position_embeddings": 256, "init_std": init, "pad_token_id": ids("<pad>"),
+            "bos_token_id": ids("<s>"), "eos_token_id": ids("</s>"),
+        },
+        vision_config=vision_tower(initializer_range=init),
+        latent_query_num=64,  # the processor's number of image tokens
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Kosmos2ForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.bos_token_id = ids("<pad>"), ids("<s>")
+    generation.eos_token_id = ids("</s>")
+    generation.suppress_tokens = _never_said(tokenizer)
+
+    def patch(row: int, col: int) -> int:
+        return int(ids(f"<patch_index_{row * 32 + col:04d}>"))
+
+    top_left = [patch(r, c) for r in (0, 3, 6, 9) for c in (0, 3, 6, 9)]
+    bottom_right = [patch(r, c) for r in (22, 25, 28, 31) for c in (22, 25, 28, 31)]
+    nouns = [ids("▁" + n) for n in GROUNDED_NOUNS]
+    phrase, end_phrase, obj, end_obj = ids(["<phrase>", "</phrase>", "<object>", "</object>"])
+    generation.sequence_bias = _bias(
+        (ids("▁of"), phrase),
+        *((phrase, n) for n in nouns),
+        *((phrase, n, end_phrase) for n in nouns),
+        (end_phrase, obj),
+        *((obj, a) for a in top_left),
+        *((obj, a, b) for a in top_left for b in bottom_right),
+        *((a, b, end_obj) for a in top_left for b in bottom_right),
+    )
+    return _save(folder, model, processor)
+
+
+def build_tiny_paligemma(folder: Path, *, seed: int = 0, init: float = 0.3) -> Path:
+    """A tiny PaliGemma (SigLIP vision tower, Gemma text model) with a real ``PaliGemmaProcessor`` (which adds
+    ``<image>`` and the ``<loc0000>``/``<seg000>`` tokens), 32 px images = 16 image tokens. Like a trained
+    captioner, it never says its location and segmentation tokens for a caption, and never says nothing."""
+    from transformers import (
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipImageProcessorPil,
+    )
+
+    tokenizer = tiny_sentencepiece_tokenizer(
+        ("caption", "describe", "answer", "detect", "en"), bos="<bos>", eos="<eos>", added=("\n",)
+    )
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # (32 / 8)^2 patches
+    processor = PaliGemmaProcessor(image_processor, tokenizer)  # adds <image>, <loc0000>..., <seg000>...
+    ids = tokenizer.convert_tokens_to_ids
+    config = PaliGemmaConfig(
+        vision_config=vision_tower(initializer_range=init, model_type="siglip_vision_model"),
+        text_config={
+            **TOWER, "model_type": "gemma", "vocab_size": len(tokenizer), "num_key_value_heads": 1,
+            "head_dim": 16, "max_position_embeddings": 128, "initializer_range": init,
+            "pad_token_id": ids("<pad>"), "bos_token_id": ids("<bos>"), "eos_token_id": ids("<eos>"),
+        },
+        image_token_index=ids("<image>"),
+        vocab_size=len(tokenizer),
+        projection_dim=32,
+        hidden_size=32,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = PaliGemmaForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.pad_token_id, generation.bos_token_id = ids("<pad>"), ids("<bos>")
+    generation.eos_token_id = ids("<eos>")
+    # "\n" ends the prompt; markup: what "detect en" or "segment en" would say
+    markup = [i for t, i in tokenizer.get_vocab().items() if t.startswith(("<loc", "<seg")) or t == "\n"]
+    generation.suppress_tokens = sorted({*_never_said(tokenizer), *markup})
+    generation.min_new_tokens = 2  # nor does it end a caption before it starts
+    return _save(folder, model, processor)
+
+
+FLORENCE_POST_PROCESSOR = {
+    "ocr": {"pattern": r"(.+?)" + r"<loc_(\d+)>" * 8, "area_threshold": 0.0},
+    "phrase_grounding": {"banned_grounding_tokens": ["it", "the image"]},
+    "pure_text": {},
+    "description_with_bboxes": {},
+    "description_with_polygons": {},
+    "polygons": {},
+    "bboxes": {},
+    "description_with_bboxes_or_polygons": {},
+}
+"""The post-processor config Florence-2 checkpoints ship in processor_config.json (a shorter banned list)."""
+
+
+def build_tiny_florence2(folder: Path, *, seed: int = 0, init: float = 1.0) -> Path:
+    """A tiny Florence-2 as transformers implements it natively (``Florence2ForConditionalGeneration``, the
+    ``florence-community`` checkpoints): DaViT vision tower (one stage, 32 px -> 8x8 + 1 = 65 image tokens),
+    BART encoder-decoder, a real ``Florence2Processor`` (task tokens -> instructions, ``<loc_0>`` ...
+    ``<loc_999>``, ``<image>``).
+
+    A trained Florence-2 answers region tasks with ``phrase<loc_x0><loc_y0><loc_x1><loc_y1>``. The random one
+    is steered to always answer that way (``sequence_bias`` in its generation_config.json): one of
+    :data:`GROUNDED_NOUNS`, a top-left corner from a few low bins, a bottom-right one from a few high bins, the
+    end. Its captions therefore carry location markup too, which reading them must drop."""
+    from transformers import (
+        CLIPImageProcessorPil,
+        Florence2Config,
+        Florence2ForConditionalGeneration,
+        Florence2Processor,
+    )
+
+    # the words of the instructions its processor turns task tokens into
+    prompt_words = (
+        "What", "does", "image", "describe", "Describe", "with", "paragraph", "what", "shown", "Locate",
+        "objects", "category", "name", "their", "descriptions", "phrases", "caption",
+    )  # fmt: skip
+    tokenizer = tiny_sentencepiece_tokenizer(
+        prompt_words,
+        bos="<s>",
+        eos="</s>",
+        specials=("<image>",),
+        added=tuple(f"<loc_{i}>" for i in range(1000)),
+        extra_special_tokens={"image_token": "<image>"},
+    )
+    image_processor = CLIPImageProcessorPil(size={"height": 32, "width": 32}, do_center_crop=False)
+    image_processor.image_seq_length = 65
+    processor = Florence2Processor(image_processor, tokenizer, post_processor_config=FLORENCE_POST_PROCESSOR)
+    ids = tokenizer.convert_tokens_to_ids
+    bos, eos, pad = ids("<s>"), ids("</s>"), ids("<pad>")
+    config = Florence2Config(
+        text_config={
+            "model_type": "bart", "vocab_size": len(tokenizer), "d_model": 32, "encoder_layers": 1,
+            "decoder_layers": 1, "encoder_ffn_dim": 64, "decoder_ffn_dim": 64, "encoder_attention_heads": 2,
+            "decoder_attention_heads": 2, "max_position_embeddings": 128, "init_std": init,
+            "bos_token_id": bos, "eos_token_id": eos, "pad_token_id": pad, "decoder_start_token_id": eos,
+            "forced_bos_token_id": bos, "forced_eos_token_id": eos,
+        },
+        vision_config={
+            "depths": [1], "patch_size": [7], "patch_stride": [4], "patch_padding": [3],
+            "patch_prenorm": [False], "embed_dim": [32], "num_heads": [2], "num_groups": [2], "window_size": 4,
+            "projection_dim": 32, "drop_path_rate": 0.0, "initializer_range": init,
+        },
+        image_token_id=ids("<image>"),
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    model = Florence2ForConditionalGeneration(config)
+    generation = model.generation_config
+    generation.bos_token_id, generation.eos_token_id, generation.pad_token_id = bos, eos, pad
+    generation.decoder_start_token_id, generation.forced_bos_token_id = eos, bos
+    generation.forced_eos_token_id = eos
+    generation.suppress_tokens = [i for i in _never_said(tokenizer) if i != bos]  # <s> is forced first
+    low = [ids(f"<loc_{v}>") for v in (50, 150, 250, 350)]
+    high = [ids(f"<loc_{v}>") for v in (650, 750, 850, 950)]
+    nouns = [ids("▁" + n) for n in GROUNDED_NOUNS]
+    generation.sequence_bias = _bias(
+        *((bos, n) for n in nouns),
+        *((n, a) for n in nouns for a in low),
+        *((n, a, b) for n in nouns for a in low for b in low),
+        *((a, b, c) for a in low for b in low for c in high),
+        *((b, c, d) for b in low for c in high for d in high),
+        *((c, d, eos) for c in high for d in high),
+    )
+    return _save(folder, model, processor)
+
+
+BUILDERS.update(
+    {
+        "kosmos2": build_tiny_kosmos2,
+        "paligemma": build_tiny_paligemma,
+        "florence2": build_tiny_florence2,
+    }
+)

@@ -1,17 +1,18 @@
 """Visual question answering: a configured list of questions, each answer mapped to a keyword or a field.
 
-Works with BLIP-VQA (``Salesforce/blip-vqa-base``) and with chat-style image-text-to-text models (SmolVLM,
-LLaVA, ...; the question is wrapped in the processor's chat template). For each photo and question:
+Works with BLIP-VQA (``Salesforce/blip-vqa-base``), PaliGemma (``google/paligemma-3b-mix-224``: questions are
+put as ``answer en {question}``), Kosmos-2, and with chat-style image-text-to-text models (SmolVLM, LLaVA, ...;
+the question is wrapped in the processor's chat template). For each photo and question:
 
 - ``keyword``: a :class:`~phototag.types.Tag` when the answer matches one of ``answers`` ("Is there a person
   in this photo?" answered "yes" -> ``People``). The tag's score is the model's confidence in its answer.
-- ``field``: the answer text in ``Analysis.answers[field]`` (the JSON sidecar keeps it).
-- ``xmp``: an XMP tag (``XMP-photoshop:Headline``); the answer goes to ``Analysis.extra["xmp"][tag]`` and the
-  XMP writer writes it there, under phototag's ownership rules (see :mod:`phototag.xmpplan`; which tags may
-  take an answer: :func:`phototag.xmpfields.xmp_field_problem`).
+- ``field``: the name the answer is stored under in the JSON sidecar's ``answers`` (``Answer.name``).
+- ``xmp``: an XMP tag (``XMP-photoshop:Headline``; ``Answer.xmp``) the XMP writer writes the answer to,
+  under phototag's ownership rules (see :mod:`phototag.xmpplan`; which tags may take an answer:
+  :func:`phototag.xmpfields.xmp_field_problem`).
 
-Every question and answer, with its score, is also in ``Analysis.extra["qa"]`` (the XMP writer records them
-in ``XMP-phototag:Answers``).
+Every question asked gives one :class:`~phototag.types.Answer` in ``Analysis.answers``, in the configured
+order, with the model's confidence as its score (the XMP writer records them all in ``XMP-phototag:Answers``).
 """
 
 from __future__ import annotations
@@ -23,13 +24,14 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import PluginSettings, Section
+from ..config import Config, PluginSettings, Section
 from ..errors import PhototagError
-from ..types import Analysis, DecodedImage, Tag, Task
+from ..types import Analysis, Answer, DecodedImage, Tag, Task
 from ..xmpfields import xmp_field_problem
-from .generation import Generated, GenerateOptions, GeneratorAnalyzer, TextGenerator
+from .generation import Generated, GenerateOptions, GeneratorAnalyzer, TextGenerator, architecture
 
 DEFAULT_MODEL = "Salesforce/blip-vqa-base"
+DEFAULT_PROMPT = "{question}"
 _WORD = re.compile(r"[\w']+")
 _FIELD = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 
@@ -114,9 +116,11 @@ class VQASettings(PluginSettings):
     """Hub revision (branch, tag or commit) to pin; None: the default branch."""
     questions: tuple[Question, ...] = DEFAULT_QUESTIONS
     """The questions asked of every photo; each costs one generated answer per photo."""
-    prompt: str = "{question}"
-    """How a question is put to the model; ``{question}`` is replaced. Chat models answer more tersely with
-    e.g. "{question} Answer in a few words."; PaliGemma wants "answer en {question}"."""
+    prompt: str = DEFAULT_PROMPT
+    """How a question is put to the model; ``{question}`` is replaced. The default, ``{question}``, is the
+    question as asked, or the model's own prefix where it has one, chosen from its config: PaliGemma
+    ``answer en {question}``, Kosmos-2 ``<grounding>Question: {question} Answer:``. Chat models answer more
+    tersely with e.g. "{question} Answer in a few words."."""
     max_new_tokens: int = Field(10, ge=1, le=256)
     """Longest answer, in tokens."""
     num_beams: int = Field(1, ge=1, le=16)
@@ -148,10 +152,15 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
     task: Task = "vqa"
     fingerprint_kind = "hf-vqa"
 
+    def __init__(self, name: str, settings: VQASettings, config: Config) -> None:
+        super().__init__(name, settings, config)
+        self._template = settings.prompt
+
     def _accept(self, generator: TextGenerator) -> None:
         problem = _cannot_answer(generator)
         if problem:
             raise PhototagError(f"plugins.{self.name}.model: {self.settings.model!r} {problem}")
+        self._template = question_template(generator.model.config, self.settings.prompt)
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
         """Ask every question about every image, each question in batched ``generate`` calls."""
@@ -170,7 +179,7 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
         chunk = max(self.config.batch_size, 1)
         answers: list[list[Generated]] = [[] for _ in images]
         for question in questions:
-            prompt = self.settings.prompt.format(question=question.question)
+            prompt = self._template.format(question=question.question)
             for start in range(0, len(pixels), chunk):
                 part = pixels[start : start + chunk]
                 generated = generator.generate(part, [prompt] * len(part), options, with_scores=True)
@@ -180,14 +189,16 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
 
     def _analysis(self, answers: Sequence[Generated]) -> Analysis:
         tags: list[Tag] = []
-        fields: dict[str, str] = {}
-        xmp: dict[str, str] = {}
-        qa: list[dict[str, Any]] = []
+        out: list[Answer] = []
         for question, generated in zip(self.settings.questions, answers, strict=True):
             score = (
                 generated.score if generated.score is not None and math.isfinite(generated.score) else None
             )
-            qa.append({"question": question.question, "answer": generated.text, "score": _round(score)})
+            out.append(
+                Answer(
+                    question.question, generated.text, _round(score), name=question.field, xmp=question.xmp
+                )
+            )
             if question.keyword and answer_matches(generated.text, question.answers):
                 tags.append(
                     Tag(
@@ -196,18 +207,21 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
                         (*question.parents, question.keyword),
                     )
                 )
-            if question.field:
-                fields[question.field] = generated.text
-            if question.xmp and generated.text:
-                xmp[question.xmp] = generated.text
-        extra: dict[str, Any] = {"qa": qa}
-        if xmp:
-            extra["xmp"] = xmp
-        return Analysis(tags=tuple(tags), answers=fields, extra=extra)
+        return Analysis(tags=tuple(tags), answers=tuple(out))
 
     def __repr__(self) -> str:
         n = len(self.settings.questions)
         return f"HFVQA(name={self.name!r}, model={self.settings.model!r}, questions={n})"
+
+
+def question_template(config: Any, prompt: str = DEFAULT_PROMPT) -> str:
+    """How questions are put to a model (``{question}`` is replaced): ``prompt`` when one is configured, else
+    the model's own prefix chosen from its config (:data:`~phototag.hf.generation.ARCHITECTURES`: PaliGemma
+    ``answer en {question}``), else the question as asked."""
+    arch = architecture(config)
+    if prompt == DEFAULT_PROMPT and arch is not None:
+        return arch.question
+    return prompt
 
 
 def _cannot_answer(generator: TextGenerator) -> str:

@@ -2,9 +2,12 @@
 
 Every ``model:`` is a Hugging Face model id or folder, run through transformers
 (:class:`phototag.hf.caption.HFCaptioner`): BLIP captioning (the default,
-``Salesforce/blip-image-captioning-base``), VisionEncoderDecoder models (vit-gpt2) or image-text-to-text
-models (SmolVLM, Florence-2) with a prompt. No pip package carries captioning weights, so the plugin stays off
-unless ``plugins.caption.enabled: true``; it then needs the hub, the HF cache or a local folder.
+``Salesforce/blip-image-captioning-base``), VisionEncoderDecoder models (vit-gpt2), Kosmos-2, PaliGemma and
+Florence-2 (each prompted with its own task prefix, chosen from its config; Kosmos-2's grounded phrases become
+object regions), or chat models (SmolVLM) with a prompt. Only architectures transformers implements natively
+load: phototag never trusts a model repository's own code (``trust_remote_code``). No pip package carries
+captioning weights, so the plugin stays off unless ``plugins.caption.enabled: true``; it then needs the hub, the
+HF cache or a local folder.
 """
 
 from __future__ import annotations
