@@ -55,3 +55,12 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory):
     from tiny_models import TinyModels  # imports torch: only sessions that use the models pay for it
 
     return TinyModels(tmp_path_factory.mktemp("tiny-models"))
+
+
+@pytest.fixture(autouse=True)
+def no_installed_service(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands look for an installed phototag service (and then read its state DB): on a machine that has
+    one, tests must not pick it up. An empty unit path stands in for the system's."""
+    empty = tmp_path_factory.getbasetemp() / "no-systemd-units"
+    empty.mkdir(exist_ok=True)
+    monkeypatch.setenv("SYSTEMD_UNIT_PATH", str(empty))

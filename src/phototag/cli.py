@@ -67,6 +67,13 @@ class CliState:
             self._config = load_config(self.config_path, parse_overrides(self.overrides))
         return self._config
 
+    def state_db(self) -> Any:
+        """The state DB a command that reads one should use (:class:`phototag.service.locate.StateChoice`):
+        the installed service's when the user did not choose one, else the config's; ``.line()`` says which."""
+        from .service.locate import choose_state_db
+
+        return choose_state_db(self.config(), self.config_path, self.overrides)
+
 
 class _ErrorsShown(logging.Filter):
     """Remembers the errors the log printed on stderr, so that ``scan`` does not print them a second time."""
@@ -438,6 +445,11 @@ def doctor(state: CliState, no_load: bool) -> None:
         ok = folder.is_dir() and os.access(folder, os.W_OK)
         problems += not ok
         click.echo(f"  folder {folder}: {'writable' if ok else 'MISSING or NOT WRITABLE'}")
+    from .service.doctor import service_folder_lines  # the system service's user, in its own group
+
+    for ok, line in service_folder_lines():
+        problems += not ok
+        click.echo(f"  {line}")
     click.echo(f"\n{problems} problem(s) found" if problems else "\nall good")
     if problems:
         sys.exit(EXIT_FAILURES)

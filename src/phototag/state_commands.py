@@ -118,7 +118,10 @@ def state_group() -> None:
 @click.pass_obj
 def check(state: Any, as_json: bool) -> None:
     """Verify the state database (read-only): integrity, schema version, what it holds. Exit 1 when damaged."""
-    report = check_state_db(state.config().state_db)
+    choice = state.state_db()
+    if not as_json:
+        click.echo(choice.line())
+    report = check_state_db(choice.path)
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:

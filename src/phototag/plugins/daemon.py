@@ -1,4 +1,4 @@
-"""The builtin ``daemon`` plugin: adds ``phototag watch``, ``phototag status`` and ``phototag retry``."""
+"""The builtin ``daemon`` plugin: adds ``phototag watch``, ``status``, ``retry`` and ``service``."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .. import hookimpl
 
 @hookimpl
 def register_commands(cli: Any) -> None:
-    from ..daemon.commands import retry, status, watch
+    from ..daemon.commands import retry, service, status, watch
 
-    for command in (watch, status, retry):
+    for command in (watch, status, retry, service):
         cli.add_command(command)

@@ -79,11 +79,14 @@ def _context(state: Any, model: str | None) -> tuple[AnalyzerRuntime, Analyzer, 
 
     analyzers = [a for _, a in collect(state.pm, "register_analyzers", fail, config=config)]
     embedder = find_embedder(analyzers, model)
-    if not Path(config.state_db).exists():
-        raise PhototagError(f"no state database at {config.state_db}: run `phototag scan` first")
+    choice = state.state_db()  # the installed service's, when the user did not choose one
+    if choice.service is not None:
+        click.echo(choice.line(), err=True)
+    if not Path(choice.path).exists():
+        raise PhototagError(f"no state database at {choice.path}: run `phototag scan` first")
     # one text or one photo is quick on the CPU, and a daemon may be using the GPU
     runtime = AnalyzerRuntime(config, [embedder], hook=_OnCpu(config))
-    return runtime, embedder, StateDB(config.state_db, readonly=True)
+    return runtime, embedder, StateDB(choice.path, readonly=True)
 
 
 def _stored(db: Any, embedder: Analyzer) -> list[tuple[str, np.ndarray]]:
