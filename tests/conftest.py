@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from phototag.config import Config, load_config
+from phototag.exiftool import Exiftool
+from phototag.plugins.xmp import XmpWriter
 from phototag.samples import write_samples
 
 
@@ -64,3 +67,25 @@ def no_installed_service(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
     empty = tmp_path_factory.getbasetemp() / "no-systemd-units"
     empty.mkdir(exist_ok=True)
     monkeypatch.setenv("SYSTEMD_UNIT_PATH", str(empty))
+
+
+@pytest.fixture
+def reader(exiftool_path: str) -> Iterator[Exiftool]:
+    """A separate exiftool for reading back what a test wrote."""
+    with Exiftool(exiftool_path) as et:
+        yield et
+
+
+@pytest.fixture
+def make_writer(make_config: Callable[..., Config]) -> Iterator[Callable[..., XmpWriter]]:
+    """``make_writer(**overrides)`` -> a real XmpWriter on a config with those dotted overrides; closed after."""
+    made: list[XmpWriter] = []
+
+    def make(**overrides: str) -> XmpWriter:
+        writer = XmpWriter(make_config(**overrides))
+        made.append(writer)
+        return writer
+
+    yield make
+    for writer in made:
+        writer.close()

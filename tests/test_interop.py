@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import re
 import subprocess
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,6 @@ import pytest
 from PIL import Image
 
 from phototag import iptc
-from phototag.config import Config
 from phototag.exiftool import NAMESPACE_URI, Exiftool, as_list
 from phototag.plugins.xmp import XmpWriter
 from phototag.types import Analysis, AnalyzerRun, ModelInfo, Photo, PhotoResult, Region, Tag
@@ -250,26 +249,6 @@ def read_view(request: pytest.FixtureRequest, reader: Exiftool) -> Callable[[Pat
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def reader(exiftool_path: str) -> Iterator[Exiftool]:
-    with Exiftool(exiftool_path) as et:
-        yield et
-
-
-@pytest.fixture
-def make_writer(make_config: Callable[..., Config]) -> Iterator[Callable[..., XmpWriter]]:
-    made: list[XmpWriter] = []
-
-    def make(**overrides: str) -> XmpWriter:
-        writer = XmpWriter(make_config(**overrides))
-        made.append(writer)
-        return writer
-
-    yield make
-    for writer in made:
-        writer.close()
 
 
 def result(

@@ -94,12 +94,6 @@ def struct(value: Any) -> str:
 
 
 @pytest.fixture
-def reader(exiftool_path: str) -> Iterator[Exiftool]:
-    with Exiftool(exiftool_path) as et:
-        yield et
-
-
-@pytest.fixture
 def make_writer(make_config: Callable[..., Config]) -> Iterator[Callable[..., XmpWriter]]:
     made: list[XmpWriter] = []
 

@@ -187,12 +187,6 @@ def make_sample(photo: Path, kind: str) -> None:
 
 
 @pytest.fixture
-def reader(exiftool_path: str) -> Iterator[Exiftool]:
-    with Exiftool(exiftool_path) as et:
-        yield et
-
-
-@pytest.fixture
 def embed_writer(make_config: Callable[..., Config]) -> Iterator[XmpWriter]:
     writer = XmpWriter(make_config(metadata__mode="embed"))
     yield writer

@@ -24,7 +24,7 @@ from phototag.errors import ExiftoolTimeout, MetadataError
 from phototag.exiftool import Exiftool
 from phototag.manager import collect, get_plugin_manager
 from phototag.plugins import xmp
-from phototag.plugins.xmp import XmpWriter, sidecar_path
+from phototag.plugins.xmp import sidecar_path
 from phototag.types import Analysis, AnalyzerRun, Answer, ModelInfo, Photo, PhotoResult, Region, Tag, Writer
 from phototag.xmpdesired import Desired, desired_from
 from phototag.xmpplan import Target, plan
@@ -91,26 +91,6 @@ def without_runtime(data: bytes) -> bytes:
 
 def shell(*args: str) -> None:
     subprocess.run(["exiftool", "-q", "-overwrite_original", *args], check=True)
-
-
-@pytest.fixture
-def reader(exiftool_path: str) -> Iterator[Exiftool]:
-    with Exiftool(exiftool_path) as et:
-        yield et
-
-
-@pytest.fixture
-def make_writer(make_config: Callable[..., Config]) -> Iterator[Callable[..., XmpWriter]]:
-    made: list[XmpWriter] = []
-
-    def make(**overrides: str) -> XmpWriter:
-        writer = XmpWriter(make_config(**overrides))
-        made.append(writer)
-        return writer
-
-    yield make
-    for writer in made:
-        writer.close()
 
 
 @contextlib.contextmanager
