@@ -11,20 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from phototag.cli import main
 from phototag.images import pixel_hash
+from test_cli import phototag  # noqa: F401  (a fixture)
 
 
 @pytest.fixture
-def scan(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
-    state = tmp_path / "state.db"
-
-    def run(*args: str) -> tuple[int, str, str]:
-        code = main(["--set", f"state_db={state}", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def scan(phototag):  # type: ignore[no-untyped-def]  # noqa: F811
+    """``scan(*args)``: phototag in-process with the state DB in tmp_path (test_cli's ``phototag`` fixture)."""
+    return phototag
 
 
 def exif(path: Path, *tags: str) -> dict:

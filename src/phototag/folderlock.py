@@ -89,14 +89,7 @@ def _lock_fd(folder: Path, timeout: float) -> int | None:
         fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as e:
         raise FileError(folder, f"cannot open the folder to lock it: {e.strerror or e}") from e
-    try:
-        if _flock(fd, folder, timeout):
-            return fd
-    except BaseException:
-        os.close(fd)
-        raise
-    os.close(fd)
-    return _lock_file_fd(folder, timeout)
+    return _locked(fd, folder, timeout) or _lock_file_fd(folder, timeout)
 
 
 def _lock_file_fd(folder: Path, timeout: float) -> int | None:
@@ -106,6 +99,14 @@ def _lock_file_fd(folder: Path, timeout: float) -> int | None:
     except OSError as e:
         _warn_unlocked(folder, f"cannot create {LOCK_FILE}: {e.strerror or e}")
         return None
+    locked = _locked(fd, folder, timeout)
+    if locked is None:
+        _warn_unlocked(folder, "the file system does not support locks")
+    return locked
+
+
+def _locked(fd: int, folder: Path, timeout: float) -> int | None:
+    """``fd`` once it holds the lock; None (``fd`` closed) when the file system cannot lock it this way."""
     try:
         if _flock(fd, folder, timeout):
             return fd
@@ -113,7 +114,6 @@ def _lock_file_fd(folder: Path, timeout: float) -> int | None:
         os.close(fd)
         raise
     os.close(fd)
-    _warn_unlocked(folder, "the file system does not support locks")
     return None
 
 
