@@ -4,6 +4,10 @@ Exit codes: 0 all good, 1 some files failed, 2 usage or configuration error.
 Plugins add commands through the ``register_commands`` hook (``watch``, ``status``, ``search``, ...). Every
 command, a plugin's included, takes the global options (``--config``, ``--set``, ``-v``, ``-q``) after its name
 too: :class:`PhototagGroup` adds them to each command it is given.
+
+Why one module of ~570 lines: the core commands (scan, untag, doctor, plugins, config) and the group that
+gives every command its global options; plugins add their commands from their own modules (search, daemon,
+state).
 """
 
 from __future__ import annotations

@@ -6,6 +6,10 @@ model and reads only its own section (``plugins.<name>``) through :meth:`Config.
 Overrides, strongest first: CLI ``--set key=value``, environment ``PHOTOTAG_<KEY>`` (``__`` for nesting, e.g.
 ``PHOTOTAG_METADATA__MODE=embed``), the config file, the built-in defaults (equal to the shipped config.yaml).
 An error in an override names where it came from: ``--set`` or the environment variable.
+
+Why one module of ~440 lines: the settings models, their validation messages and the loader that maps every
+error back to its file line, --set or variable work on the same data; split, each part would need the others'
+internals.
 """
 
 from __future__ import annotations

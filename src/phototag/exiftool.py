@@ -31,6 +31,9 @@ Argument encoding (``-@`` reads one argument per line, so a newline in a value w
 Reading goes through ``-j -struct -G1`` with an ``-api Filter`` that prefixes every value with ``\\x1f``:
 exiftool's JSON writes number-like strings as numbers and ``true``/``false`` as booleans, so a keyword
 ``1.50`` would read back as ``1.5``. With the prefix every value is a JSON string and reads back exactly.
+
+Why one module of ~520 lines: the stay_open protocol, the argument encoding that blocks injection and the
+deadline loop are one contract with exiftool, documented at the top; splitting would scatter it.
 """
 
 from __future__ import annotations

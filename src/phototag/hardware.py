@@ -3,6 +3,9 @@
 :func:`probe` looks at the machine once per process (CPU cores this process may use, RAM, CUDA GPUs with their
 free memory, Apple MPS, the torch build) and never fails: without torch or a GPU it reports none.
 :func:`choose_device` takes the probe's result as an argument, so it is tested with made-up machines.
+
+Why one module of ~470 lines: the probe (cores, cgroups, RAM, CUDA, MPS) and the pure device choice read the
+same Hardware record; the choice is pure and tested apart, the probe is the only I/O.
 """
 
 from __future__ import annotations

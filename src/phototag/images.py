@@ -19,6 +19,9 @@ thumbnail when one is large enough. EXIF orientation is applied after the downsc
 HEIC/HEIF goes through pillow-heif (the ``heic`` extra), registered on first use. Camera RAW files give
 their embedded preview through rawpy (the ``raw`` extra); without rawpy, TIFF-based RAWs (DNG, ...) are
 tried with Pillow.
+
+Why one module of ~490 lines: every format path (Pillow, HEIF, RAW previews) must pass the same safety checks
+(allow-lists, bomb limit, orientation, errors naming the file); one module keeps them from drifting apart.
 """
 
 from __future__ import annotations

@@ -66,6 +66,10 @@ recorded. A re-run replaces phototag's value; when an analyzer has no answer any
 where it is unchanged; ``untag`` removes exactly the values recorded in Fields.
 
 Untag is ``plan`` with an empty ``Desired()``: it removes exactly what the namespace records.
+
+Why one module of ~500 lines: the planner is one pure function over one record of provenance; its rules
+(lists, captions, faces, objects, fields, hierarchy sync) read and write the same provenance and are tested
+together by table (tests/test_xmp_plan.py).
 """
 
 from __future__ import annotations

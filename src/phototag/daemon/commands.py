@@ -1,4 +1,8 @@
-"""``phototag watch``, ``status``, ``retry`` and ``service`` (added by the builtin ``daemon`` plugin)."""
+"""``phototag watch``, ``status``, ``retry`` and ``service`` (added by the builtin ``daemon`` plugin).
+
+Why one module of ~490 lines: it is the daemon plugin's command line (watch, status, retry, service ...), a
+thin layer over the daemon and service modules; one module per plugin keeps the plugin's CLI in one place.
+"""
 
 from __future__ import annotations
 

@@ -17,6 +17,10 @@ queue overflow, the roots are walked again (stat only; unchanged photos cost no 
 
 Signals: SIGTERM/SIGINT drain (STOPPING=1, finish the batch in progress or put it back after
 ``watch.drain_timeout``, close exiftool, exit 0; a second signal skips the wait); SIGHUP reloads the config.
+
+Why ~400 lines: the main loop, start-up, reload and shutdown share the service's state (watcher, worker,
+queue, intake); the parts that need no shared state already live in intake, reconcile, records, status and
+lock.
 """
 
 from __future__ import annotations

@@ -18,6 +18,10 @@ grounded phrases with boxes as :class:`Phrase`), and that its task prefixes win 
 
 :class:`GeneratorAnalyzer` is what the caption and VQA analyzers share: loading, checking and releasing their
 generator. :func:`to_device` (also used by detect) moves a processor's output to the model's device and dtype.
+
+Why one module of ~640 lines: the per-architecture table (Kosmos-2, PaliGemma, Florence-2, chat models) and
+the generation code that applies it are one contract for captioning and VQA; the table's entries need the
+code's post-processing hooks next to them.
 """
 
 from __future__ import annotations

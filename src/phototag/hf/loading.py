@@ -13,6 +13,10 @@ Every transformers backend goes through this module:
   copy.
 - :func:`load_processor` and :func:`load_config` cache processors and configs the same way (they are cheap and
   device-independent, so they live in a small dict, not in the model pool).
+
+Why one module of ~460 lines: resolving a model (folder, cache, hub), checking its files, sharing loaded
+weights and the lazy source used by fingerprints are one policy (what is available offline and how that is
+told to the user).
 """
 
 from __future__ import annotations

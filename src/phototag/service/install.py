@@ -9,6 +9,9 @@ if empty. Neither runs systemctl: they print the commands, so nothing starts or 
 
 The unit runs *this* phototag (:mod:`.program`); a system install whose service's user could not run it (a
 venv under /root, a Python built under a ``drwx------`` home) is refused, with the fix.
+
+Why one module of ~510 lines: install, uninstall and status share the manifest of what install wrote (so
+uninstall removes exactly that) and the reachability checks.
 """
 
 from __future__ import annotations
