@@ -99,3 +99,27 @@ def test_disk_full_is_retried_until_space_returns(tmp_path: Path, daemons, mode:
             assert Path(f"{photo}.phototag.json").is_file()
             assert mode == "embed" or Path(f"{photo}.xmp").is_file()
         assert d.stop() == 0
+
+
+@pytest.mark.parametrize("mode", ["sidecar", "embed"])
+def test_scan_on_a_full_disk_says_so_and_the_next_scan_finishes(tmp_path: Path, mode: str) -> None:
+    import sys
+
+    with small_disk(tmp_path / "disk", 600) as disk:
+        root = disk / "photos"
+        photos = make_jpegs(root, 3, size=96)
+        pristine = {p: p.read_bytes() for p in photos}
+        filler = fill(disk)
+        cmd = [sys.executable, "-m", "phototag", "--set", f"state_db={tmp_path / 'state.db'}",
+               "--set", f"metadata.mode={mode}", "scan", str(root)]  # fmt: skip
+        full = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert full.returncode == 1, full.stdout + full.stderr
+        for photo in photos:
+            assert f"{photo}: " in full.stderr and "disk is full" in full.stderr, full.stderr
+        assert {p: p.read_bytes() for p in photos} == pristine  # nothing half-written
+        assert [p.name for p in root.iterdir() if p.name.startswith(".") or "_exiftool_tmp" in p.name] == []
+        filler.unlink()
+        again = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "3 tagged" in again.stdout
+        assert all(Path(f"{p}.phototag.json").is_file() for p in photos)
