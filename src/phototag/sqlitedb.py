@@ -16,7 +16,8 @@ import re
 import shlex
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
@@ -177,9 +178,15 @@ class SQLiteFile:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         db = self._open(self.path)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._set_up(db)
+            # Switching a new file to WAL needs an exclusive lock, and SQLite answers "database is locked" at
+            # once, without its busy handler, while another process (a second scan starting at the same
+            # moment) sets the file up: try again for as long as the busy timeout allows (_set_up rolls back).
+            def set_up() -> None:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                self._set_up(db)
+
+            self._when_free(set_up)
         except BaseException:
             db.close()
             raise
@@ -326,7 +333,7 @@ class SQLiteFile:
         with self._lock:
             db = self._scratch if self._scratch is not None else self._db
             try:
-                db.execute("BEGIN IMMEDIATE")
+                self._when_free(lambda: db.execute("BEGIN IMMEDIATE"))
                 yield db
                 db.execute("COMMIT")
             except sqlite3.Error as e:
@@ -339,6 +346,21 @@ class SQLiteFile:
     def _query(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
             try:
-                return self._db.execute(sql, tuple(args)).fetchall()
+                rows: list[Any] = self._when_free(lambda: self._db.execute(sql, tuple(args)).fetchall())
+                return rows
             except sqlite3.Error as e:
                 raise self._error(e) from e
+
+    def _when_free(self, step: Callable[[], Any]) -> Any:
+        """Run ``step`` (a read, or BEGIN: nothing done yet, so safe to repeat), trying again while SQLite
+        says the file is busy. Its busy handler waits for most locks, but some (a WAL index being rebuilt or set
+        up by another process that is starting) are answered "locked" at once; bounded by the busy timeout."""
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as e:
+                busy = _code(e) in (_BUSY, _LOCKED) or "locked" in str(e).lower()
+                if not busy or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
