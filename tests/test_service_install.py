@@ -51,6 +51,7 @@ from phototag.service.doctor import service_folder_lines
 from phototag.service.install import with_keys
 from phototag.service.locate import find_installed, read_unit, system_unit_dirs
 from phototag.service.units import UNIT_NAME, manifest
+from test_systemd_units import _verify
 
 ROOT = Path(__file__).resolve().parents[1]
 IS_ROOT = os.geteuid() == 0
@@ -577,15 +578,7 @@ def test_readme_watch_settings_table_matches_the_defaults() -> None:
 def _verify_clean(unit: Path, user: bool, tmp: Path) -> None:
     if shutil.which("systemd-analyze") is None:
         return
-    env = {k: v for k, v in os.environ.items() if k != "SYSTEMD_UNIT_PATH"}  # it needs the real targets
-    cmd = ["systemd-analyze"]
-    if user:
-        runtime = tmp / "runtime"
-        runtime.mkdir(mode=0o700, exist_ok=True)
-        env["XDG_RUNTIME_DIR"] = str(runtime)
-        cmd.append("--user")
-    result = subprocess.run([*cmd, "verify", str(unit)], capture_output=True, text=True, env=env, timeout=60)
-    output = (result.stdout + result.stderr).strip()
+    output = _verify(unit, tmp, user).strip()  # test_systemd_units' systemd-analyze verify
     if "Failed to initialize manager" in output or "Failed to lookup" in output:
         return
     assert output == "", output
