@@ -19,6 +19,7 @@ import stat
 from pathlib import Path
 
 from .errors import MetadataError, display
+from .tempfiles import own_temp_name
 
 
 def process_umask() -> int:
@@ -94,3 +95,26 @@ def keep_attributes(fd: int, before: os.stat_result | None) -> None:
     os.fchmod(fd, stat.S_IMODE(before.st_mode))
     if os.geteuid() == 0:
         os.fchown(fd, before.st_uid, before.st_gid)
+
+
+def replace_file(path: Path, data: bytes, before: os.stat_result | None, suffix: str) -> None:
+    """Make ``path`` hold ``data`` so that readers see the old file or the complete new one: a temp file of
+    phototag's naming (``suffix``) in the same folder, the attributes of the file it replaces (or the umask's
+    mode, :func:`keep_attributes`), fsync, ``os.replace``, fsync of the folder. Raises OSError."""
+    tmp = path.parent / own_temp_name(suffix)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            keep_attributes(f.fileno(), before)
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

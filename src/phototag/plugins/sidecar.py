@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,9 +16,8 @@ from pathlib import Path
 from .. import __version__, hookimpl
 from ..config import Config
 from ..errors import MetadataError, display
-from ..fileattrs import check_rewritable, keep_attributes, write_target
+from ..fileattrs import check_rewritable, replace_file, write_target
 from ..serialize import result_to_dict
-from ..tempfiles import own_temp_name
 from ..types import PhotoResult, Writer, fingerprint_of
 
 SUFFIX = ".phototag.json"
@@ -43,23 +41,7 @@ def write_json_atomic(
     target = write_target(path, photo)
     before = check_rewritable(target, photo, allow_read_only=allow_read_only, what="its JSON sidecar")
     data = (json.dumps(doc, indent=2, ensure_ascii=False, sort_keys=False) + "\n").encode("utf-8")
-    tmp = target.parent / own_temp_name(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            keep_attributes(f.fileno(), before)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_file(target, data, before, ".tmp")
 
 
 class JsonSidecarWriter:

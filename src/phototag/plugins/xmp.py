@@ -55,7 +55,7 @@ from .. import iptc as iim
 from ..config import Config
 from ..errors import MetadataError, display
 from ..exiftool import Exiftool, describe_failure, disk_full, private_dir
-from ..fileattrs import check_rewritable, keep_attributes, new_file_mode, write_target
+from ..fileattrs import check_rewritable, new_file_mode, replace_file, write_target
 from ..tempfiles import EXIFTOOL_SUFFIX, own_temp_name, remove_stale
 from ..types import PhotoResult, Writer, fingerprint_of
 from ..xmpdesired import Desired, desired_from, mwg_face, mwg_key
@@ -631,19 +631,10 @@ def _no_room_for_temp(path: Path) -> bool:
 
 
 def replace_atomically(path: Path, data: bytes, before: Any, photo: Path, what: str) -> None:
-    """Replace ``path`` by ``data`` (temp file in its folder, fsync, ``os.replace``), keeping the mode and, as
-    root, the owner of the file it replaces."""
-    tmp = path.parent / own_temp_name(".xmp")
+    """Replace ``path`` by ``data`` (:func:`phototag.fileattrs.replace_file`), errors naming the photo."""
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            keep_attributes(f.fileno(), before)
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        replace_file(path, data, before, ".xmp")
     except OSError as e:
-        tmp.unlink(missing_ok=True)
         raise _about_photo(
             MetadataError(path, e.strerror or str(e), e.errno), Target(path, photo, sidecar=True), what
         ) from e
