@@ -1,13 +1,21 @@
-"""phototag throughput benchmark: decode, each analyzer, metadata writes, the whole pipeline vs a naive loop.
+"""phototag throughput benchmark: decode, each analyzer, metadata writes, the whole pipeline vs a naive loop;
+a large re-scan against a bare walk, memory over re-scans, and start-up times.
 
     python bench/pipeline_bench.py [--images N] [--quick] [--repeats R] [--config FILE] [--set KEY=VALUE ...]
                                    [--out bench/out/pipeline.json] [--tiny] [--tmp DIR] [--keep]
+                                   [--sections pipeline,rescan,startup,memory] [--rescan-files N] [--memory]
+
+Sections: ``pipeline`` (12 MP JPEGs: decode, analyzers, one shared pass per network, torch vs ONNX Runtime,
+metadata, the whole pipeline), ``rescan`` (``--rescan-files`` unchanged processed photos, default 50,000, against
+``os.walk`` + ``os.stat`` of the same tree), ``startup`` (``phototag --help``, ``status`` and a scan with nothing
+to do, against ``python -c pass``) and, with ``--memory``, ``memory`` (RSS of a fresh process over three
+re-scans of 100,000 photos).
 
 Everything is measured in one run on the same freshly made 12-megapixel JPEGs; the figures that matter are the
 ratios between rows of one run (shared machines are noisy, absolute numbers drift between runs). Repeated
 timings report the best of R passes (interference from other processes only ever slows a pass down), per-image
 timings the median over images. What each row means is in ``bench/README.md``. Nothing here asserts on time;
-the only checks are that the pipeline tagged every photo and that a re-scan skipped every photo.
+the only checks are that the pipeline tagged every photo and that every re-scan skipped every photo.
 
 The analyzers are those the effective configuration enables (``--config``, else ``$PHOTOTAG_CONFIG`` or the
 user's config file, then ``--set``), so a configuration with transformers models (hub ids or local folders)
@@ -23,7 +31,9 @@ import json
 import logging
 import os
 import platform
+import resource
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -50,11 +60,14 @@ from phototag.runtime import AnalyzerRuntime
 from phototag.samples import write_samples
 from phototag.serialize import result_to_dict
 from phototag.state import StateDB
-from phototag.types import Analysis, Analyzer, AnalyzerRun, DecodedImage, Photo, PhotoResult
+from phototag.types import Analysis, Analyzer, AnalyzerRun, DecodedImage, Device, Photo, PhotoResult
 from phototag.xmpdesired import desired_from
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).resolve().parent / "out" / "pipeline.json"
+SECTIONS = ("pipeline", "rescan", "startup")
+"""What runs by default: decode + analyzers + metadata + whole pipeline, the large re-scan, start-up times."""
+ALL_SECTIONS = (*SECTIONS, "memory")
 SIZE = (4000, 3000)  # 12 MP, 4:3 like most phone and compact-camera sensors
 QUALITY = 90
 # sigma of the luma noise, in 8-bit levels: upscaled photos are too smooth to compress like a camera's JPEGs
@@ -356,6 +369,106 @@ def bench_analyzers(
     return out, analyses
 
 
+def bench_shared(
+    report: Report, runtime: AnalyzerRuntime, images: Sequence[DecodedImage], batch: int, repeats: int
+) -> dict[str, Any]:
+    """Analyzers on one network (same model id: the bundled classify + embed): each on its own copy of the
+    images (one forward pass each, the sum) against all of them on the same images (the network's results
+    are shared per photo, so one pass serves all), at the pipeline's batch size."""
+    groups: dict[str, list[Analyzer]] = {}
+    for a in runtime.analyzers:
+        groups.setdefault(_model_id(a), []).append(a)
+    out: dict[str, Any] = {}
+    for model, members in groups.items():
+        if len(members) < 2 or model == "?":
+            continue
+        separate, shared = [], []
+        for r in range(repeats + 1):  # the first round is a warm-up
+            alone = 0.0
+            for a in members:
+                seconds, _ = _timed_pass(runtime, a, images, batch, f"{a.name}-alone{r}")
+                alone += seconds
+            same = _fresh(images, f"shared{r}")
+            t = time.perf_counter()
+            for i in range(0, len(same), batch):
+                for a in members:
+                    analyze(runtime, a.name, same[i : i + batch])
+            if r:
+                separate.append(alone)
+                shared.append(time.perf_counter() - t)
+        n = len(images)
+        names = " + ".join(a.name for a in members)
+        sep_ms, shared_ms = 1000 * min(separate) / n, 1000 * min(shared) / n
+        report.add("analyze", f"{names}, each its own pass", sep_ms, "ms/image", note="baseline")
+        report.add(
+            "analyze",
+            f"{names}, one shared pass",
+            shared_ms,
+            "ms/image",
+            sep_ms / shared_ms,
+            f"{sep_ms - shared_ms:.0f} ms/image saved ({_short(model)})",
+        )
+        out[names] = {"model": model, "separate_ms": sep_ms, "shared_ms": shared_ms}
+    return out
+
+
+def bench_onnx(
+    report: Report, analyzers: Sequence[Analyzer], images: Sequence[DecodedImage], batch: int, repeats: int
+) -> dict[str, Any]:
+    """The bundled EfficientNet on fp32 torch against ONNX Runtime (the export made once, in the user's cache),
+    same photos, same batch size, same threads; and how close ONNX Runtime's outputs are on these photos (the
+    accuracy gate's figures)."""
+    from phototag.bundled.efficientnet import MODEL_ID, EfficientNetRuntime
+    from phototag.onnxbackend import compare
+
+    users = [a for a in analyzers if _model_id(a) == MODEL_ID]
+    if not users:
+        return {}
+    threads = _torch_threads()
+    cpu = Device("cpu", threads=threads)
+    runtimes = {
+        "torch": EfficientNetRuntime.load(cpu, "torch"),
+        "onnx": EfficientNetRuntime.load(cpu, "onnx"),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runtimes}
+    outputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for r in range(repeats + 1):  # the first round is a warm-up
+        for name, rt in runtimes.items():
+            rt.clear_cache()
+            t = time.perf_counter()
+            results = []
+            for i in range(0, len(images), batch):
+                results += rt.run(images[i : i + batch], "squash")
+            if r:
+                times[name].append(time.perf_counter() - t)
+            outputs[name] = results
+    n = len(images)
+    ms = {k: 1000 * min(v) / n for k, v in times.items()}
+    gate = compare(
+        (np.stack([f for f, _ in outputs["torch"]]), np.stack([p for _, p in outputs["torch"]])),
+        (np.stack([f for f, _ in outputs["onnx"]]), np.stack([p for _, p in outputs["onnx"]])),
+    )
+    report.add(
+        "onnx", f"{MODEL_ID} forward, torch fp32, batch {batch}", ms["torch"], "ms/image", note="baseline"
+    )
+    report.add(
+        "onnx",
+        f"{MODEL_ID} forward, ONNX Runtime, batch {batch}",
+        ms["onnx"],
+        "ms/image",
+        ms["torch"] / ms["onnx"],
+        f"{threads} threads; gate: {runtimes['onnx'].backend_reason}",
+    )
+    report.add(
+        "onnx",
+        "ONNX Runtime vs torch on these photos: top-1 agreement",
+        100 * gate.top1_agreement,
+        "%",
+        note=f"min embedding cosine {gate.min_cosine:.6f} (gate: top-1 >= 99%, cosine >= 0.99)",
+    )
+    return {"ms_per_image": ms, "gate_here": asdict(gate), "gate": runtimes["onnx"].backend_reason}
+
+
 # -- 4. metadata --------------------------------------------------------------------------------------------------
 
 
@@ -632,6 +745,289 @@ def _hash_ms(path: Path) -> float:
     return (time.perf_counter() - t) * 1000
 
 
+# -- 6. re-scan of a large processed tree, start-up, memory ----------------------------------------------------
+
+
+SEED = 50
+"""Photos per folder of the re-scan tree: a seed folder tagged by the real pipeline, then linked."""
+
+
+def make_seed(folder: Path, n: int) -> list[Path]:
+    """``n`` small JPEGs (about 200x150) from the sample photos, each with its own bytes."""
+    samples = write_samples(folder.parent / "rescan-samples")
+    folder.mkdir(parents=True)
+    out = []
+    for i in range(n):
+        with Image.open(samples[i % len(samples)]) as im:
+            small = im.convert("RGB").resize((192 + i, 144), Image.Resampling.BILINEAR)
+        path = folder / f"IMG_{i:04d}.jpg"
+        small.save(path, "JPEG", quality=85)
+        out.append(path)
+    return out
+
+
+def processed_tree(config: Config, work: Path, files: int) -> tuple[Path, int]:
+    """A tree of ``files`` photos as a finished ``phototag scan`` leaves it: their sidecars beside them and a
+    ``done`` row each in the state DB. Returns (tree, photos).
+
+    Only the seed folder is tagged by the real pipeline (the configured analyzers and writers); the other
+    folders are hard links to its files (same size and mtime) with the seed's rows copied under their paths:
+    what the pipeline would have recorded had it tagged them, at the cost of a ``link()`` instead of the models.
+    """
+    seed = work / "rescan-seed"
+    make_seed(seed, SEED)
+    with Pipeline.from_config(config) as pipeline:
+        summary = pipeline.run(iter_photos([seed], config))
+        pipeline.state.close()
+    if summary.tagged != SEED:  # a correctness check, not a timing one
+        raise SystemExit(f"the re-scan seed: tagged {summary.tagged} of {SEED} photos")
+    names = sorted(e.name for e in os.scandir(seed) if e.is_file() and not e.name.startswith("."))
+    tree = work / "rescan-tree"
+    folders = -(-files // SEED)
+    db = sqlite3.connect(config.state_db)
+    try:
+        with db:
+            for k in range(folders):
+                folder = tree / f"{2000 + k // 100}" / f"{k % 100:02d}-{k:05d}"
+                folder.mkdir(parents=True)
+                for name in names:
+                    os.link(seed / name, folder / name)
+                prefix = f"{seed}/"
+                db.execute(
+                    "INSERT INTO files (path, size, mtime_ns, content_hash, status, error, fingerprints,"
+                    " updated, outputs) SELECT ? || substr(path, ?), size, mtime_ns, content_hash, status,"
+                    " error, fingerprints, updated, outputs FROM files WHERE path >= ? AND path < ?",
+                    (f"{folder}/", len(prefix) + 1, prefix, f"{seed}0"),
+                )
+    finally:
+        db.close()
+    return tree, folders * SEED
+
+
+def bare_walk(tree: Path, photos_only: bool) -> int:
+    """``os.walk`` + ``os.stat``: of every file, or of the ``.jpg`` files only (what any re-scan must do)."""
+    n = 0
+    for root, _dirs, names in os.walk(tree):
+        for name in names:
+            if not photos_only or name.endswith(".jpg"):
+                os.stat(os.path.join(root, name))
+                n += 1
+    return n
+
+
+def rss_mb() -> float:
+    """This process's resident set now (MB), from /proc."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def rescan(config: Config, tree: Path, photos: int, memory: bool = False) -> dict[str, float]:
+    """One in-process ``phototag scan`` of the unchanged tree (walk, skip test, outcomes), as cli.py runs
+    it: the walk listed first, then ``Pipeline.run``; with ``memory``, RSS sampled every 5,000 photos."""
+    samples: list[float] = []
+    seen = 0
+
+    def count(_: Outcome) -> None:
+        nonlocal seen
+        seen += 1
+        if memory and seen % 5000 == 0:
+            samples.append(rss_mb())
+
+    with Pipeline.from_config(config) as pipeline:
+        before = rss_mb()
+        t = time.perf_counter()
+        files = list(iter_photos([tree], config))
+        summary = pipeline.run(files, on_outcome=count)
+        seconds = time.perf_counter() - t
+        pipeline.state.close()
+    if summary.skipped != photos:  # a correctness check, not a timing one
+        raise SystemExit(f"the re-scan skipped {summary.skipped} of {photos} unchanged photos, not all")
+    return {"seconds": seconds, "rss_before_mb": before, "rss_max_mb": max(samples, default=before)}
+
+
+def bench_rescan(report: Report, config: Config, work: Path, files: int, repeats: int) -> dict[str, Any]:
+    """Re-scan of an unchanged processed tree against bare walks of the same tree, interleaved, best of R."""
+    cfg = config.model_copy(update={"state_db": work / "rescan-state" / "state.db"})
+    t = time.perf_counter()
+    tree, photos = processed_tree(cfg, work, files)
+    entries = bare_walk(tree, False)
+    print(
+        f"  (re-scan tree: {photos} photos, {entries} files in all, made in {time.perf_counter() - t:.0f} s)"
+    )
+    times: dict[str, list[float]] = {"all": [], "photos": [], "phototag": []}
+    for _ in range(max(repeats, 2)):
+        for key in ("all", "photos"):
+            t = time.perf_counter()
+            bare_walk(tree, key == "photos")
+            times[key].append(time.perf_counter() - t)
+        times["phototag"].append(rescan(cfg, tree, photos)["seconds"])
+    best = {k: min(v) for k, v in times.items()}
+    rate = photos / best["phototag"]
+    report.add(
+        "rescan",
+        "bare os.walk + os.stat of every file",
+        entries / best["all"],
+        "files/s",
+        note=f"baseline: {entries} files (photos + sidecars) in {best['all']:.2f} s",
+    )
+    report.add(
+        "rescan",
+        "bare os.walk + os.stat of each photo",
+        photos / best["photos"],
+        "photos/s",
+        note=f"baseline: {best['photos']:.2f} s, the least any re-scan does",
+    )
+    report.add(
+        "rescan",
+        f"phototag re-scan, {photos} unchanged photos",
+        rate,
+        "photos/s",
+        best["photos"] / best["phototag"],
+        f"{best['phototag']:.2f} s; {best['all'] / best['phototag']:.2f}x the every-file walk's time",
+    )
+    return {
+        "photos": photos,
+        "files": entries,
+        "seconds": times,
+        "photos_per_s": rate,
+        "ratio_to_photo_walk": best["photos"] / best["phototag"],
+        "ratio_to_file_walk": best["all"] / best["phototag"],
+        "tree": str(tree),
+        "state_db": str(cfg.state_db),
+    }
+
+
+MEMORY_PROBE = """
+import json, sys, time
+from pathlib import Path
+from phototag.config import load_config
+from phototag.files import iter_photos
+from phototag.pipeline import Pipeline
+
+def rss():
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+
+from phototag.config import parse_overrides
+
+given = json.loads(sys.argv[2])
+sets = parse_overrides(given["sets"]) | {"state_db": given["state_db"]}
+config = load_config(Path(given["config"]) if given["config"] else None, overrides=sets)
+tree, out = Path(sys.argv[1]), {"start_mb": rss(), "scans": []}
+for _ in range(3):
+    samples, seen = [], [0]
+
+    def count(_o):
+        seen[0] += 1
+        if seen[0] % 5000 == 0:
+            samples.append(rss())
+
+    with Pipeline.from_config(config) as pipeline:
+        t = time.perf_counter()
+        summary = pipeline.run(list(iter_photos([tree], config)), on_outcome=count)
+        pipeline.state.close()
+    out["scans"].append({"skipped": summary.skipped, "seconds": time.perf_counter() - t,
+                         "peak_mb": max(samples, default=rss()), "after_mb": rss()})
+print(json.dumps(out))
+"""
+
+
+def bench_memory(
+    report: Report, config: Config, work: Path, args: argparse.Namespace, files: int = 100_000
+) -> dict[str, Any]:
+    """RSS of a fresh process (``python`` + phototag, as ``phototag scan`` runs it) over three re-scans of a
+    ``files``-photo tree, sampled every 5,000 photos: the first shows what a re-scan holds (the walk's list of
+    paths), the later ones that nothing grows from one to the next."""
+    cfg = config.model_copy(update={"state_db": work / "memory-state" / "state.db"})
+    tree, photos = processed_tree(cfg, work / "memory", files)
+    given = {"config": str(args.config or ""), "sets": args.sets, "state_db": str(cfg.state_db)}
+    done = subprocess.run(
+        [sys.executable, "-c", MEMORY_PROBE, str(tree), json.dumps(given)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"the memory probe failed: {done.stderr.strip()[-800:]}")
+    doc = json.loads(done.stdout.strip().splitlines()[-1])
+    scans = doc["scans"]
+    if any(s["skipped"] != photos for s in scans):  # a correctness check, not a timing one
+        raise SystemExit(f"the memory re-scans skipped {[s['skipped'] for s in scans]} of {photos} photos")
+    first, last = scans[0], scans[-1]
+    report.add(
+        "memory",
+        f"RSS peak, first re-scan of {photos} photos",
+        first["peak_mb"] - doc["start_mb"],
+        "MB",
+        note=f"above the {doc['start_mb']:.0f} MB of a started process (the walk's list of paths)",
+    )
+    report.add(
+        "memory",
+        f"RSS peak growth, re-scan 1 -> {len(scans)}",
+        last["peak_mb"] - first["peak_mb"],
+        "MB",
+        note=f"peaks {', '.join(str(round(s['peak_mb'])) for s in scans)} MB: flat means no per-file growth",
+    )
+    return {"photos": photos, **doc}
+
+
+STARTUP_RUNS = 5
+
+
+def _best_run(argv: Sequence[str], env: dict[str, str]) -> tuple[float, float]:
+    """Best wall time and best CPU time (user + system: what a busy machine does not inflate much) of
+    ``argv`` over STARTUP_RUNS runs (it must succeed)."""
+    walls, cpus = [], []
+    for _ in range(STARTUP_RUNS):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        walls.append(time.perf_counter() - t)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    return min(walls), min(cpus)
+
+
+def bench_startup(report: Report, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``phototag --help``, ``status`` and a fully cached ``scan`` of one photo, as fresh processes, against
+    ``python -c pass`` (the interpreter alone). The scan's photo is tagged once first (models load then);
+    ``status`` and the scans get the benchmark's ``--config`` and ``--set`` options and a fresh state DB."""
+    photo = make_seed(work / "startup", 1)[0]
+    exe = str(Path(sys.executable).with_name("phototag"))
+    extra = [f"--config={args.config}"] if args.config else []
+    extra += [f"--set={x}" for x in args.sets] + [f"--set=state_db={work / 'startup-state' / 'state.db'}"]
+    env = dict(os.environ)
+    once = subprocess.run([exe, "scan", *extra, str(photo)], capture_output=True, text=True, env=env)
+    if once.returncode != 0:
+        raise SystemExit(f"phototag scan {photo} failed: {once.stderr.strip()[-500:]}")
+    base, base_cpu = _best_run([sys.executable, "-c", "pass"], env)
+    out: dict[str, Any] = {"python -c pass": {"wall_s": base, "cpu_s": base_cpu}}
+    report.add(
+        "startup", "python -c pass", base, "s", note=f"baseline, best of {STARTUP_RUNS}; CPU {base_cpu:.2f} s"
+    )
+    for label, argv in (
+        ("phototag --help", [exe, "--help"]),
+        ("phototag status", [exe, "status", *extra]),
+        ("phototag scan (one photo, done)", [exe, "scan", *extra, str(photo)]),
+    ):
+        seconds, cpu = _best_run(argv, env)
+        out[label] = {"wall_s": seconds, "cpu_s": cpu}
+        report.add(
+            "startup",
+            label,
+            seconds,
+            "s",
+            seconds / base,
+            f"CPU {cpu:.2f} s; ratio: times the bare interpreter",
+        )
+    return out
+
+
 # -- machine and main ---------------------------------------------------------------------------------------------
 
 
@@ -705,8 +1101,25 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--tmp", type=Path, default=None, help="folder for the work files (default: the system's temp)"
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument(
+        "--sections",
+        default=",".join(SECTIONS),
+        help=f"comma-separated, of {', '.join(ALL_SECTIONS)} (default: {','.join(SECTIONS)})",
+    )
+    ap.add_argument(
+        "--rescan-files", type=int, default=50_000, help="photos in the re-scan tree (default 50000)"
+    )
+    ap.add_argument(
+        "--memory", action="store_true", help="add the memory section: RSS over a 100,000-photo re-scan"
+    )
     args = ap.parse_args(argv)
     args.images = args.images or (8 if args.quick else 24)
+    args.sections = [x.strip() for x in args.sections.split(",") if x.strip()]
+    if args.memory and "memory" not in args.sections:
+        args.sections.append("memory")
+    unknown = set(args.sections) - set(ALL_SECTIONS)
+    if unknown:
+        ap.error(f"unknown section(s) {', '.join(sorted(unknown))}: choose from {', '.join(ALL_SECTIONS)}")
     args.repeats = args.repeats or (1 if args.quick else 2)
     if args.images < 1 or args.repeats < 1:
         ap.error("--images and --repeats must be at least 1")
@@ -774,6 +1187,34 @@ def _sections(
         )
 
     cpu_start, wall_start = cpu_seconds(), time.perf_counter()
+    doc: dict[str, Any] = {"command": " ".join(["python", *sys.argv]), "tiny_random_models": bool(args.tiny)}
+    if "pipeline" in args.sections:
+        doc |= _pipeline_sections(report, config, work, args, analyzers, machine)
+    else:
+        print(f"  {'':<48} {'figure':>8} {'unit':<9} {'ratio':>7}  note")
+    if "rescan" in args.sections:
+        doc["rescan"] = bench_rescan(report, config, work, args.rescan_files, args.repeats)
+    if "memory" in args.sections:
+        doc["memory"] = bench_memory(report, config, work, args)
+    if "startup" in args.sections:
+        doc["startup"] = bench_startup(report, work, args)
+    machine["cpu_seconds"] = competition(cpu_start, cpu_seconds(), time.perf_counter() - wall_start, machine)
+    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    doc["machine"] = machine
+    doc["rows"] = [asdict(r) for r in report.rows]
+    return doc
+
+
+def _pipeline_sections(
+    report: Report,
+    config: Config,
+    work: Path,
+    args: argparse.Namespace,
+    analyzers: Sequence[Analyzer],
+    machine: dict[str, Any],
+) -> dict[str, Any]:
+    """Decode, each analyzer, metadata writes, the whole pipeline against the naive loop (12 MP JPEGs)."""
+    n = args.images
     t = time.perf_counter()
     paths = make_photos(work, n)
     mb = [p.stat().st_size / 1e6 for p in paths]
@@ -791,17 +1232,14 @@ def _sections(
     decode_rows = bench_decode(report, config, paths[: min(n, 12)], sorted({224, 384, min_side}))
     decoded = [decode(make_photo(p), min_side, config.image) for p in paths]
     per_task, analyses = bench_analyzers(report, runtime, decoded, config.batch_size, args.repeats)
+    shared = bench_shared(report, runtime, decoded, config.batch_size, args.repeats)
+    onnx = bench_onnx(report, analyzers, decoded, config.batch_size, args.repeats)
     del decoded
     meta = bench_metadata(report, config, work, paths, analyzers, analyses)
     whole = bench_whole(report, config, work, paths, runtime, min_side, args.repeats)
 
     machine["torch_threads"] = torch_threads
-    machine["cpu_seconds"] = competition(cpu_start, cpu_seconds(), time.perf_counter() - wall_start, machine)
-    machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     return {
-        "command": " ".join(["python", *sys.argv]),
-        "tiny_random_models": bool(args.tiny),
-        "machine": machine,
         "config": {
             "source": config.source,
             "batch_size": config.batch_size,
@@ -816,9 +1254,10 @@ def _sections(
         "devices": devices,
         "decode": decode_rows,
         "analyzers": per_task,
+        "shared_network": shared,
+        "onnx": onnx,
         "metadata": meta,
         "whole": whole,
-        "rows": [asdict(r) for r in report.rows],
     }
 
 
