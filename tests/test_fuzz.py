@@ -582,6 +582,11 @@ def assert_written_exactly(
         if _keyword(name) and levels:
             names.append(_keyword(name))
             paths.append((ROOT, *levels))
+    # a named face is also the keyword People|<name> (dc:subject: the name), outside the keyword root
+    named = _clean(made.face_label or "").strip()
+    if named.casefold() not in ("", "face") and _keyword(named):
+        names.append(_keyword(named))
+        paths.append(("People", _keyword(named)))
     caption = _clean(made.caption) if made.caption is not None and _clean(made.caption).strip() else None
     if not target.exists():  # sidecar mode with nothing to say: no sidecar
         assert not names and caption is None and made.object_label is None and made.face_label is None

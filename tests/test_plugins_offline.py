@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from phototag.bundled.dlibfaces import DlibFaceAnalyzer
 from phototag.bundled.efficientnet import EfficientNetClassifier, EfficientNetEmbedder
-from phototag.bundled.haar import HaarFaceDetector
 from phototag.bundled.ssd import SSDDetector
 from phototag.config import Config, PluginSettings
 from phototag.errors import ConfigError
@@ -34,7 +34,7 @@ def test_defaults_register_the_bundled_analyzers(make_config: Callable[..., Conf
     loads = shared_pool().loads
     analyzers, errors = register(make_config())
     assert errors == {}
-    expected = {"classify": EfficientNetClassifier, "detect": SSDDetector, "faces": HaarFaceDetector,
+    expected = {"classify": EfficientNetClassifier, "detect": SSDDetector, "faces": DlibFaceAnalyzer,
                 "embed": EfficientNetEmbedder}  # fmt: skip
     assert {n: type(a) for n, a in analyzers.items()} == expected
     for name, analyzer in analyzers.items():
@@ -53,13 +53,13 @@ def test_defaults_register_the_bundled_analyzers(make_config: Callable[..., Conf
 
 def test_settings_come_from_the_plugin_section(make_config: Callable[..., Config]) -> None:
     sets = {"classify.threshold": "0.4", "classify.top_k": "2", "detect.max_boxes": "3",
-            "faces.min_neighbors": "9", "embed.resize": "crop"}  # fmt: skip
+            "faces.upsample": "1", "embed.resize": "crop"}  # fmt: skip
     config = make_config(**{f"plugins.{k}": v for k, v in sets.items()})
     analyzers, errors = register(config)
     assert errors == {}
     assert (analyzers["classify"].settings.threshold, analyzers["classify"].settings.top_k) == (0.4, 2)
     assert analyzers["detect"].settings.max_boxes == 3
-    assert analyzers["faces"].settings.min_neighbors == 9
+    assert analyzers["faces"].settings.upsample == 1
     assert analyzers["embed"].settings.resize == "crop"
     defaults, _ = register(make_config())
     assert analyzers["classify"].fingerprint() != defaults["classify"].fingerprint()

@@ -141,7 +141,8 @@ def test_doctor_and_plugins(scan) -> None:  # type: ignore[no-untyped-def]
     assert "CPU" in out or "cpu" in out
     assert "exiftool" in out and "version 1" in out
     assert "classify (classify): efficientnet-lite0 -> cpu float32" in out
-    assert out.count("available (loaded in") == 4
+    # the default analyzers: classify, detect, faces, embed, places, duplicates (the perceptual hash)
+    assert out.count("available (loaded in") == 6
     assert "writable" in out
     code, out, _ = scan("plugins")
     assert code == 0

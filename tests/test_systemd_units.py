@@ -147,3 +147,48 @@ def test_verify_would_catch_a_typo(tmp_path: Path) -> None:
     bad.write_text("[Service]\nType=notify\nExecStart=/bin/true\nKillMode=mixd\n")
     output = _verify(bad, tmp_path, False)
     assert "mixd" in output
+
+
+# -- the HTTP service: `phototag serve` on its own, or `watch --serve` through a drop-in -------------------------
+
+
+def test_serve_unit_runs_phototag_serve_with_its_key_from_a_file() -> None:
+    d = directives(UNITS / "phototag-serve.service")
+    assert d["ExecStart"][0].split()[1:3] == ["serve", "--config"]
+    assert d["EnvironmentFile"] == ["-/etc/phototag/serve.env"]  # PHOTOTAG_API_KEY, not in the unit itself
+    assert d["Type"] == ["exec"] and "WatchdogSec" not in d  # serve sends no sd_notify pings
+    assert d["DynamicUser"] == ["yes"] and d["ProtectSystem"] == ["strict"] and d["ProtectHome"] == ["yes"]
+    assert "ReadWritePaths" not in d  # it writes no photo folder
+    assert "MemoryDenyWriteExecute" not in d, "breaks PyTorch's oneDNN"
+
+
+def test_watch_serve_dropin_replaces_exec_start_and_keeps_the_daemon_lifecycle(tmp_path: Path) -> None:
+    from phototag.service.units import exec_argv, merged_settings
+
+    folder = tmp_path / "phototag.service.d"
+    folder.mkdir()
+    shutil.copy(UNITS / "phototag.service", tmp_path / "phototag.service")
+    shutil.copy(UNITS / "phototag-watch-serve.conf", folder / "serve.conf")
+    merged = merged_settings(tmp_path / "phototag.service")
+    assert len(merged["ExecStart"]) == 1  # the drop-in's `ExecStart=` cleared the unit's
+    argv = exec_argv(merged["ExecStart"][0])
+    assert argv[1] == "watch" and argv[argv.index("--serve") + 1] == "0.0.0.0:8000"
+    assert merged["Type"] == ["notify"] and merged["WatchdogSec"]  # still the daemon's lifecycle
+    assert merged["EnvironmentFile"] == ["-/etc/phototag/serve.env"]
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason=VERIFY_NEEDS)
+@pytest.mark.parametrize("name", ["phototag-serve.service", "phototag.service+phototag-watch-serve.conf"])
+def test_serve_units_verify_clean(name: str, tmp_path: Path) -> None:
+    """The serve unit, and the daemon's unit with the watch --serve drop-in applied (appended: an ``ExecStart=``
+    reset then a new one is valid in one file too), pass ``systemd-analyze verify``."""
+    unit_name, _, dropin = name.partition("+")
+    text = (UNITS / unit_name).read_text()
+    if dropin:
+        text += "\n" + (UNITS / dropin).read_text()
+    unit = tmp_path / unit_name
+    unit.write_text(text)
+    output = _verify(unit, tmp_path, False)
+    if "Failed to initialize manager" in output or "Failed to lookup" in output:
+        pytest.skip(f"systemd-analyze cannot run here: {output.strip()}")
+    assert output.strip() == "", output

@@ -402,10 +402,16 @@ ROWS = [
         },
     ),
     Row(
-        "faces: a known person is the region's Name and goes to PersonInImage, recorded like keywords",
+        "faces: a known person is the region's Name, goes to PersonInImage and People|<name>, recorded like keywords",
         {PERSON: ["Alan Turing"]},
         regions(GRACE),
         [
+            "-XMP-dc:Subject-=Grace Hopper",
+            "-XMP-dc:Subject+=Grace Hopper",
+            "-XMP-lr:HierarchicalSubject-=People|Grace Hopper",
+            "-XMP-lr:HierarchicalSubject+=People|Grace Hopper",
+            "-XMP-digiKam:TagsList-=People/Grace Hopper",
+            "-XMP-digiKam:TagsList+=People/Grace Hopper",
             f"-{REGIONS}={{AppliedToDimensions={{W=640,H=480,Unit=pixel}},RegionList=[{{{OTHER_AREA},"
             "Name=Grace Hopper,Type=Face}]}",
             f"-{PERSON}-=Grace Hopper",
@@ -418,8 +424,14 @@ ROWS = [
         {PERSON: ["Grace Hopper"]},
         replace(regions(GRACE), fields={PERSON: "Grace Hopper"}),
         [
+            "-XMP-dc:Subject-=Grace Hopper",
+            "-XMP-dc:Subject+=Grace Hopper",
+            "-XMP-lr:HierarchicalSubject-=People|Grace Hopper",
+            "-XMP-lr:HierarchicalSubject+=People|Grace Hopper",
+            "-XMP-digiKam:TagsList-=People/Grace Hopper",
+            "-XMP-digiKam:TagsList+=People/Grace Hopper",
             f"-{REGIONS}={{AppliedToDimensions={{W=640,H=480,Unit=pixel}},RegionList=[{{{OTHER_AREA},"
-            "Name=Grace Hopper,Type=Face}]}"
+            "Name=Grace Hopper,Type=Face}]}",
         ],
         {"Fields": None},
     ),

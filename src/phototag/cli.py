@@ -245,8 +245,12 @@ def _outcome_json(outcome: Any) -> dict[str, Any]:
 @click.option("--force", is_flag=True, help="Redo every file, even when it was done with the same models.")
 @click.option("--dry-run", is_flag=True, help="Analyse and print, but write nothing (no metadata, no state).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("--ray", "ray_address", metavar="ADDRESS", help="Run on a Ray cluster: auto (the one `ray start` "
+              "made here) or ray://HOST:10001 (needs the ray extra; small scans stay local).")  # fmt: skip
+@click.option("--ray-always", is_flag=True, help="With --ray: use Ray even below the size where it pays off.")
 @click.pass_obj
-def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, as_json: bool) -> None:
+def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, as_json: bool,
+         ray_address: str | None = None, ray_always: bool = False) -> None:  # fmt: skip
     """Tag the photos in PATHS (files or folders, recursive; default: the configured folders), then exit."""
     from .files import iter_photos
     from .pipeline import Outcome, Pipeline
@@ -286,7 +290,7 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
         if is_failure(outcome):
             failures.append(outcome)
         if outcome.status == "skipped":
-            if not as_json:
+            if not as_json and log.isEnabledFor(logging.DEBUG):  # a re-scan skips thousands a second
                 log.debug("%s", describe_outcome(outcome))
         else:
             notices, text = lines.line(outcome)
@@ -306,7 +310,13 @@ def scan(state: CliState, paths: tuple[Path, ...], force: bool, dry_run: bool, a
             click.echo(f"warning: {message}", err=True)
         for outcome in unreadable:
             report(outcome)
-        summary = pipeline.run(files, force=force, dry_run=dry_run, on_outcome=report)
+        run = pipeline.run
+        if ray_address is not None:
+            from .cluster import choose_runner
+
+            say = functools.partial(click.echo, err=True)
+            run = choose_runner(pipeline, ray_address, files, force=force, always=ray_always, say=say)
+        summary = run(files, force=force, dry_run=dry_run, on_outcome=report)
         for outcome in unreadable:
             summary.add(outcome)
         pipeline.state.close()

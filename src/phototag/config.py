@@ -50,6 +50,9 @@ class PluginSettings(Section):
     """Run this plugin."""
     device: str | None = None
     """Per-plugin device override (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``); defaults to the global."""
+    remote: tuple[str, ...] | None = None
+    """URLs of ``phototag serve`` servers that run this analyzer instead of this machine (tried in order; the
+    server's settings for it apply); unset: ``remote.urls``; ``[]``: run it here."""
 
 
 class MetadataSettings(Section):
@@ -128,6 +131,67 @@ class WatchSettings(Section):
     daemon exits. Keep it below the unit's TimeoutStopSec."""
 
 
+IMMICH_MODELS: dict[str, str] = {
+    "ViT-B-32__openai": "openai/clip-vit-base-patch32",
+    "ViT-B-16__openai": "openai/clip-vit-base-patch16",
+    "ViT-L-14__openai": "openai/clip-vit-large-patch14",
+    "ViT-L-14-336__openai": "openai/clip-vit-large-patch14-336",
+    "ViT-B-16-SigLIP__webli": "google/siglip-base-patch16-224",
+}
+"""Immich's standard CLIP model names -> the transformers model with the same weights."""
+
+
+class ServeSettings(Section):
+    """``phototag serve`` (and ``phototag watch --serve``): the HTTP service."""
+
+    host: str = "127.0.0.1"
+    """Address to listen on. Any other than a loopback address needs ``api_key`` (or ``allow_unauthenticated``)."""
+    port: int = Field(8000, ge=0, le=65535)
+    """TCP port (0: any free port)."""
+    api_key: str | None = None
+    """Bearer token every request must carry (``Authorization: Bearer KEY``), except ``/healthz`` and ``/ping``.
+    Or set PHOTOTAG_API_KEY. Unset: no authentication (only allowed on a loopback address)."""
+    allow_unauthenticated: bool = False
+    """Serve a non-loopback address without an API key (behind a reverse proxy that authenticates, or for
+    Immich, which sends no key). Anyone who can reach the port can then use the models."""
+    immich_models: Mapping[str, str] = Field(default_factory=lambda: dict(IMMICH_MODELS))
+    """Immich model names -> the model (hub id or folder) of the configured analyzer that answers them. A name
+    missing here is refused, never answered by another model."""
+    batch_size: int = Field(8, ge=1, le=1024)
+    """Most images one analyzer call gathers from concurrent requests."""
+    batch_wait_ms: float = Field(5.0, ge=0, le=10_000)
+    """How long the first request of a batch waits for others to join it."""
+    queue_limit: int = Field(64, ge=1)
+    """Requests waiting per analyzer; beyond it requests get 503 with Retry-After."""
+    max_body_mb: float = Field(32.0, gt=0)
+    """Largest request body (MB); larger ones get 413 before they are read."""
+    deadline_s: float = Field(60.0, gt=0)
+    """Seconds a request may wait and run before it gets 504 (its work is dropped if it has not started)."""
+    fetch_urls: bool = False
+    """Fetch images given as http(s) URLs. Off: only uploads and data URLs are accepted."""
+    fetch_allowed_hosts: tuple[str, ...] = ()
+    """Host names URLs may point at when ``fetch_urls`` is on; private, loopback and link-local addresses are
+    refused even when listed."""
+    fetch_max_mb: float = Field(32.0, gt=0)
+    """Largest image fetched from a URL (MB)."""
+    fetch_timeout_s: float = Field(10.0, gt=0)
+    """Seconds a URL fetch may take in all (redirects included)."""
+
+
+class RemoteSettings(Section):
+    """Remote analyzers: ``scan``/``watch`` send decoded, downscaled photos to ``phototag serve`` servers."""
+
+    urls: tuple[str, ...] = ()
+    """Servers (``http://gpu-box:8000``) that run every model plugin without its own ``remote``, tried in
+    order: the next one when one is down. Empty: the models run here."""
+    api_key: str | None = None
+    """The servers' ``serve.api_key`` (or set PHOTOTAG_REMOTE__API_KEY)."""
+    timeout: float = Field(120.0, gt=0)
+    """Seconds one request (a batch of photos) may take."""
+    max_retry_wait: float = Field(60.0, ge=0)
+    """Most seconds spent waiting on busy servers (503 with Retry-After) for one batch before giving up."""
+
+
 class Config(Section):
     """The whole configuration. ``source`` is where it came from (for messages)."""
 
@@ -151,6 +215,8 @@ class Config(Section):
     metadata: MetadataSettings = MetadataSettings()
     exiftool: ExiftoolSettings = ExiftoolSettings()
     watch: WatchSettings = WatchSettings()
+    serve: ServeSettings = ServeSettings()
+    remote: RemoteSettings = RemoteSettings()
     plugins: Mapping[str, Mapping[str, Any]] = Field(default_factory=dict)
     source: str = "<defaults>"
     lines: Mapping[str, int] = Field(default_factory=dict, repr=False)
@@ -293,6 +359,8 @@ LIST_OF = {
     "exclude": "glob patterns",
     "image.extensions": "file extensions",
     "watch.poll_folders": "folders",
+    "serve.fetch_allowed_hosts": "host names",
+    "remote.urls": "URLs",
 }
 """What the list-valued keys hold, for the message when a single value is given instead of a list."""
 
@@ -342,7 +410,8 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, origin: str) -> None
     node[parts[-1]] = value
 
 
-NOT_OVERRIDES = frozenset({"PHOTOTAG_CONFIG", "PHOTOTAG_PLUGINS", "PHOTOTAG_BLOCK"})
+NOT_OVERRIDES = frozenset({"PHOTOTAG_CONFIG", "PHOTOTAG_PLUGINS", "PHOTOTAG_BLOCK", "PHOTOTAG_API_KEY"})
+"""Variables that are not config overrides (``PHOTOTAG_API_KEY`` is ``serve.api_key``'s, read by the service)."""
 
 
 def env_override_items(environ: Mapping[str, str]) -> list[tuple[str, str, str]]:

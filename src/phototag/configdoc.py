@@ -21,12 +21,22 @@ PLUGIN_SECTIONS: tuple[tuple[str, str, bool, str], ...] = (
      "ImageNet keywords, offline. Set model to a CLIP/SigLIP id or folder for zero-shot against a vocabulary."),
     ("detect", "phototag.bundled.ssd.SSDDetector", True,
      "COCO objects as regions + keywords, offline. Or RT-DETR/YOLOS/DETR/OWLv2 via model: <hub id or folder>."),
-    ("faces", "phototag.bundled.haar.HaarFaceDetector", True, "Face regions (mwg-rs), offline."),
+    ("faces", "phototag.bundled.dlibfaces.DlibFaceAnalyzer", True,
+     "Face regions (mwg-rs) and face descriptors for people, offline. model: opencv-haar for the old cascade."),
     ("embed", "phototag.bundled.efficientnet.EfficientNetEmbedder", True,
      "Image vectors for `phototag similar`. A CLIP/SigLIP model also enables `phototag search TEXT`."),
     ("caption", "phototag.hf.caption.HFCaptioner", False,
      "Needs a transformers model (hub access or a local folder)."),
     ("vqa", "phototag.hf.vqa.HFVQA", False, "Needs a transformers model (hub access or a local folder)."),
+    ("places", "phototag.plugins.places.PlacesAnalyzer", True,
+     "Place names from GPS positions, offline (GeoNames cities >= 1,000 people, CC-BY 4.0)."),
+    ("text", "phototag.plugins.text.TextAnalyzer", False,
+     "Text in photos (OCR, PP-OCRv6 small on ONNX Runtime, offline): pip install 'phototag[ocr]'."),
+    ("people", "phototag.people.analyzer.PeopleAnalyzer", True,
+     "People recognised across the library (needs faces with descriptors)."),
+    ("duplicates", "phototag.plugins.duplicates.PerceptualHash", True,
+     "Perceptual hash per photo for `phototag duplicates`; keyword: true marks copies."),
+    ("learned", "phototag.plugins.learned.LearnedKeywords", True, "Keywords learned from yours by `phototag learn`."),
 )  # fmt: skip
 
 HEADER = """\

@@ -11,10 +11,12 @@ import errno
 import fnmatch
 import hashlib
 import os
+import re
 import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import attrgetter
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from .config import Config
 from .errors import FileError, display
@@ -76,6 +78,45 @@ def in_scope(path: Path, root: Path, config: Config) -> bool:
     return path != root and enters(root, path.parent, config) and is_candidate(path, config)
 
 
+class _Rules:
+    """:func:`is_candidate` for a whole walk, decided on the entry's name string without building a Path: the
+    name rules and the extensions as sets, and only the exclude globs that can match a file in a folder the
+    walk entered, compiled into one regex.
+
+    Why most globs need no per-file test: a glob ending in ``/*`` (``*/@eaDir/*``) matches ``folder/name``
+    exactly when it matches ``folder/x`` (the ``/`` it needs lies in ``folder/``, and ``*`` takes any name),
+    which :func:`excluded_folder` already refused for every folder the walk enters.
+    """
+
+    def __init__(self, config: Config) -> None:
+        self.extensions = frozenset(config.image.extensions)
+        self.temp = re.compile("|".join(re.escape(m) for m in TEMP_MARKERS)).search
+        self.folder_globs = [p for p in config.exclude if p.endswith("/*")]
+        per_file = [p for p in config.exclude if not p.endswith("/*")]
+        joined = "|".join(f"(?:{fnmatch.translate(os.path.normcase(p))})" for p in per_file)
+        self.exclude = re.compile(joined).match if per_file else None
+
+    def accepts(self, folder: str, name: str) -> bool:
+        """``is_candidate(Path(folder, name))`` for ``folder`` absolute, entered by the walk, and not the
+        root of the walk when :meth:`excludes_all_in` it."""
+        dot = name.rfind(".")  # Path.suffix, tested first: it turns away the sidecars
+        if not 0 < dot < len(name) - 1 or name[dot:].lower() not in self.extensions:
+            return False
+        if name.startswith((".", "~")) or self.temp(name) is not None:
+            return False
+        lower = name.lower()
+        if lower.endswith(OWN_SUFFIXES) or lower.endswith(TEMP_SUFFIXES):
+            return False
+        return self.exclude is None or self.exclude(os.path.normcase(os.path.join(folder, name))) is None
+
+    def excludes_all_in(self, folder: Path) -> bool:
+        """True when a ``/*`` glob excludes every file in ``folder``: only the root of a walk can be such a
+        folder (it is entered whatever its name; the walk enters no other)."""
+        probe = os.path.join(folder, "x")
+        return any(fnmatch.fnmatch(probe, pattern) for pattern in self.folder_globs)
+
+
+_name = attrgetter("name")
 WalkError = Callable[[Path, str], None]
 """Called with a path that could not be looked at and why (a folder that cannot be listed, a special file)."""
 FolderHook = Callable[[Path, Sequence[str]], None]
@@ -109,36 +150,60 @@ def discover(
     (:data:`FolderHook`) hears of each folder entered; ``progress(n)`` is called every
     :data:`PROGRESS_EVERY` entries with the number looked at so far.
     """
+    found = _walk(root, config, on_error, follow_file_links, on_folder, progress, stat=True)
+    return cast(Iterator[tuple[Path, os.stat_result]], found)
+
+
+def _walk(
+    root: Path | str,
+    config: Config,
+    on_error: WalkError,
+    follow_file_links: bool,
+    on_folder: FolderHook | None,
+    progress: Callable[[int], None] | None,
+    stat: bool,
+) -> Iterator[tuple[Path, os.stat_result | None]]:
+    """:func:`discover`; with ``stat=False`` a plain regular file (known from the folder listing's file type,
+    no system call) comes with None instead of its stat."""
+    rules = _Rules(config)
     stack = [Path(os.path.abspath(root))]
+    top = stack[0]
     looked = 0
     while stack:
         folder = stack.pop()
+        here = str(folder)
         try:
             with os.scandir(folder) as it:
-                entries = sorted(it, key=lambda e: e.name)
+                entries = sorted(it, key=_name)
         except OSError as e:
             on_error(folder, f"cannot list this folder: {e.strerror or e}{_permission_hint(e)}")
             continue
         if on_folder is not None:
             on_folder(folder, [e.name for e in entries])
         folders: list[Path] = []
+        no_files = folder == top and rules.excludes_all_in(folder)
         for entry in entries:
             looked += 1
             if progress is not None and looked % PROGRESS_EVERY == 0:
                 progress(looked)
-            path = Path(entry.path)
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    if not is_hidden(entry.name) and not excluded_folder(path, config):
-                        folders.append(path)
+                    if not is_hidden(entry.name):
+                        sub = folder / entry.name
+                        if not excluded_folder(sub, config):
+                            folders.append(sub)
                     continue
-                if not is_candidate(path, config):
+                if no_files or not rules.accepts(here, entry.name):  # sidecars etc.: no Path built
+                    continue
+                path = folder / entry.name
+                if not stat and entry.is_file(follow_symlinks=False):
+                    yield path, None
                     continue
                 found = _regular(entry, path, follow_file_links, on_error)
             except FileNotFoundError:
                 continue  # vanished between the listing and the stat
             except OSError as e:
-                on_error(path, f"cannot look at it: {e.strerror or e}")
+                on_error(folder / entry.name, f"cannot look at it: {e.strerror or e}")
                 continue
             if found is not None:
                 yield path, found
@@ -180,7 +245,8 @@ def iter_photos(paths: Iterable[Path], config: Config, on_error: WalkError | Non
     outside the allow-list, so that ``phototag scan odd.file`` reports a clear error instead of silently doing
     nothing. Nothing is skipped silently: a folder that cannot be listed, and a candidate that is not a regular
     file (a FIFO, a device, a socket, a dangling link), go to ``on_error`` with the reason (default: raise
-    FileError).
+    FileError). A plain regular file is known from the folder listing's file type, without a ``stat``: the
+    pipeline stats each photo itself (a file that vanished meanwhile fails there, with that reason).
     """
 
     def fail(path: Path, why: str) -> None:
@@ -188,15 +254,19 @@ def iter_photos(paths: Iterable[Path], config: Config, on_error: WalkError | Non
             raise FileError(path, why)
         on_error(path, why)
 
-    seen: set[str] = set()
-    for given in paths:
+    given_paths = list(paths)
+    seen: set[str] | None = set() if len(given_paths) > 1 else None  # one walk yields each path once
+    for given in given_paths:
         root = Path(os.path.abspath(given))
         if root.is_dir():
-            found: Iterator[Path] = (path for path, _ in discover(root, config, fail))
+            found: Iterator[Path] = (path for path, _ in _walk(root, config, fail, True, None, None, False))
         elif root.exists() or root.is_symlink():
             found = iter((root,))
         else:
             raise FileNotFoundError(f"{display(given)}: no such file or folder")
+        if seen is None:
+            yield from found
+            continue
         for path in found:
             key = str(path)
             if key not in seen:

@@ -28,10 +28,17 @@ BUILTIN_PLUGINS: tuple[str, ...] = (
     "phototag.plugins.embed",
     "phototag.plugins.caption",
     "phototag.plugins.vqa",
+    "phototag.plugins.places",
+    "phototag.plugins.text",
     "phototag.plugins.search",
+    "phototag.plugins.duplicates",
+    "phototag.plugins.learned",
+    "phototag.plugins.adhoc",
     "phototag.plugins.xmp",
     "phototag.plugins.sidecar",
+    "phototag.plugins.people",
     "phototag.plugins.daemon",
+    "phototag.plugins.serve",
 )
 ENTRY_POINT_GROUP = "phototag"
 

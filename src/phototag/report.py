@@ -63,11 +63,13 @@ def _describe(outcome: Any, name: str, why: str) -> str:
         ", ".join(f"{k} {v:.2f}" for k, v in sorted(best.items(), key=lambda kv: -kv[1])) or "no keywords"
     ]
     objects = [r for _, r in result.regions if r.kind == "object"]
-    faces = [r for _, r in result.regions if r.kind == "face"]
+    # a named face (people recognition) repeats a detected one: count the detected, list the names
+    faces = [r for _, r in result.regions if r.kind == "face" and not r.name]
+    names = list(dict.fromkeys(r.name for _, r in result.regions if r.kind == "face" and r.name))
     if objects:
         parts.append("objects: " + ", ".join(f"{r.label} {r.score:.2f}" for r in objects))
     if faces:
-        parts.append(f"faces: {len(faces)}")
+        parts.append(f"faces: {len(faces)}" + (f" ({', '.join(names)})" if names else ""))
     if result.caption:
         parts.append(f"caption: {result.caption!r}")
     line = f"{name}: " + " | ".join(parts)

@@ -71,11 +71,19 @@ class AnalyzerRuntime:
         if len(set(names)) != len(names):
             raise PhototagError(f"two analyzers share a name: {names}; rename one in its plugin")
         self.config = config
-        self.hardware = hardware or probe()
+        # probed on first use: the probe imports torch (seconds), which a re-scan with nothing to do never needs
+        self._hardware = hardware
         self.hook = hook
         self._clock = clock
         self._slots = {a.name: _Slot(a) for a in analyzers}
         self._guard = threading.Lock()
+
+    @property
+    def hardware(self) -> Hardware:
+        """The hardware the analyzers are placed on (:func:`~phototag.hardware.probe`, when first asked)."""
+        if self._hardware is None:
+            self._hardware = probe()
+        return self._hardware
 
     # -- what there is --------------------------------------------------------------------------------------
 
@@ -192,6 +200,21 @@ class AnalyzerRuntime:
             with self._guard:
                 slot.users -= 1
                 slot.last_used = self._clock()
+
+    @contextlib.contextmanager
+    def held(self, name: str) -> Iterator[Analyzer]:
+        """``name`` loaded, in use and locked for a block, with torch's threads set for its device: for callers
+        that use a capability beyond ``analyze`` (``embed_text``, zero-shot scores, questions) and must take
+        turns with the batches like :meth:`analyze` does. Raises :class:`ModelUnavailableError` when it cannot
+        load."""
+        slot = self._slot(name)
+        with self.using(name) as analyzer, slot.lock:
+            error = self._load(slot)
+            if error is not None:
+                raise ModelUnavailableError(error)
+            assert slot.device is not None
+            apply_threads(slot.device)
+            yield analyzer
 
     # -- unloading ----------------------------------------------------------------------------------------
 

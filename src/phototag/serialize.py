@@ -21,7 +21,7 @@ runs a model again.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -31,15 +31,28 @@ from .types import Analysis, AnalyzerRun, Answer, ModelInfo, PhotoResult, Region
 SCHEMA_VERSION = 1
 
 
-def analysis_to_dict(a: Analysis, with_embedding: bool = True) -> dict[str, Any]:
+def analysis_to_dict(a: Analysis, with_embedding: bool = True, exact: bool = False) -> dict[str, Any]:
+    """``a`` as a plain dict. ``exact`` (the remote analyzers' wire form, :mod:`phototag.remote`): no rounding
+    and a tag's own ``path``, so that :func:`analysis_from_dict` gives back an equal :class:`Analysis` and a
+    remote result is the local one, bit for bit."""
+    rnd = _exact if exact else _round6
     out: dict[str, Any] = {
-        "tags": [{"name": t.name, "score": round(t.score, 6), "path": list(t.hierarchy)} for t in a.tags],
+        "tags": [
+            {
+                "name": t.name,
+                "score": rnd(t.score),
+                "path": list(t.path if exact else t.hierarchy),
+                **({} if t.rooted else {"rooted": False}),
+            }
+            for t in a.tags
+        ],
         "regions": [
             {
                 "label": r.label,
                 "kind": r.kind,
-                "score": round(r.score, 6),
-                "box": {"x": round(r.x, 6), "y": round(r.y, 6), "w": round(r.w, 6), "h": round(r.h, 6)},
+                "score": rnd(r.score),
+                "box": {"x": rnd(r.x), "y": rnd(r.y), "w": rnd(r.w), "h": rnd(r.h)},
+                **({"name": r.name} if r.name is not None else {}),
             }
             for r in a.regions
         ],
@@ -49,9 +62,9 @@ def analysis_to_dict(a: Analysis, with_embedding: bool = True) -> dict[str, Any]
     named = {x.name: x.text for x in a.answers if x.name is not None}
     if named:
         out["answers"] = named
-    out["qa"] = [_answer_to_dict(x) for x in a.answers]
+    out["qa"] = [_answer_to_dict(x, rnd) for x in a.answers]
     if a.embedding is not None and with_embedding:
-        out["embedding"] = list(a.embedding)
+        out["embedding"] = [float(x) for x in a.embedding] if exact else list(a.embedding)
     if a.extra:
         out["extra"] = dict(a.extra)
     return out
@@ -62,7 +75,10 @@ def analysis_from_dict(d: dict[str, Any]) -> Analysis:
     # no "qa": written by an older phototag
     answers = tuple(map(_answer_from_dict, d["qa"])) if "qa" in d else _old_answers(d.get("answers"), extra)
     return Analysis(
-        tags=tuple(Tag(t["name"], float(t["score"]), tuple(t.get("path") or ())) for t in d.get("tags", ())),
+        tags=tuple(
+            Tag(t["name"], float(t["score"]), tuple(t.get("path") or ()), bool(t.get("rooted", True)))
+            for t in d.get("tags", ())
+        ),
         regions=tuple(
             Region(
                 label=r["label"],
@@ -72,6 +88,7 @@ def analysis_from_dict(d: dict[str, Any]) -> Analysis:
                 w=float(r["box"]["w"]),
                 h=float(r["box"]["h"]),
                 kind=r.get("kind", "object"),
+                name=r.get("name"),
             )
             for r in d.get("regions", ())
         ),
@@ -82,11 +99,19 @@ def analysis_from_dict(d: dict[str, Any]) -> Analysis:
     )
 
 
-def _answer_to_dict(a: Answer) -> dict[str, Any]:
+def _round6(x: float) -> float:
+    return round(x, 6)
+
+
+def _exact(x: float) -> float:
+    return float(x)  # a numpy scalar becomes the same value as a Python float (JSON-able)
+
+
+def _answer_to_dict(a: Answer, rnd: Callable[[float], float] = _round6) -> dict[str, Any]:
     return {
         "question": a.question,
         "answer": a.text,
-        "score": None if a.score is None else round(a.score, 6),
+        "score": None if a.score is None else rnd(a.score),
         "name": a.name,
         "xmp": a.xmp,
     }

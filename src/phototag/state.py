@@ -237,6 +237,37 @@ class StateDB(SQLiteFile):
         rows = self._query("SELECT path FROM files WHERE content_hash = ? ORDER BY path", (content_hash,))
         return [path_from_db(r[0]) for r in rows]
 
+    def done_in(self, folder: Path, fingerprints: Mapping[str, str]) -> dict[str, tuple[int, int, str]]:
+        """The files directly in ``folder`` (absolute) recorded as done with exactly ``fingerprints``: name ->
+        (size, mtime_ns, the ``outputs`` column as stored, JSON). The bulk form of :meth:`current_record` for
+        a re-scan: one indexed range read per folder instead of a query per file, and the fingerprints
+        compared as the text :meth:`record_done` stores (a row whose text differs is just left out, and the
+        caller asks :meth:`is_done` about it)."""
+        prefix = os.fspath(folder).rstrip("/") + "/"
+        raw = os.fsencode(prefix)
+        # '0' follows '/': [prefix, prefix[:-1] + '0') is everything below the folder, an index range each for
+        # the BLOB paths (not UTF-8) and the TEXT ones; substr counts bytes in a BLOB, characters in TEXT
+        ranges = ["(path >= ? AND path < ?)"]
+        args: list[object] = [raw, raw[:-1] + b"0"]
+        text = db_path(prefix)
+        if isinstance(text, str):
+            ranges.append("(path >= ? AND path < ?)")
+            args += [text, text[:-1] + "0"]
+        name = "(CASE typeof(path) WHEN 'blob' THEN substr(path, ?) ELSE substr(path, ?) END)"
+        outputs = self._columns.rsplit(", ", 1)[-1]  # the column, or '[]' in a read-only version-1 file
+        sql = (
+            f"SELECT {name}, size, mtime_ns, {outputs} FROM files WHERE ({' OR '.join(ranges)})"
+            " AND +status = 'done' AND +fingerprints = ?"  # '+': search the path index, not the status one
+        )
+        want = json.dumps(dict(fingerprints), sort_keys=True)  # exactly as record_done writes it
+        rows = self._query(sql, (len(raw) + 1, len(prefix) + 1, *args, want))
+        # deeper rows are their own folders' business
+        return {
+            os.fsdecode(n) if isinstance(n, bytes) else n: (size, mtime_ns, names)
+            for n, size, mtime_ns, names in rows
+            if (b"/" if isinstance(n, bytes) else "/") not in n
+        }
+
     # -- analyzer results -------------------------------------------------------------------------------------
 
     def cached_run(self, content_hash: str, analyzer: str, fingerprint: str) -> AnalyzerRun | None:

@@ -69,6 +69,9 @@ class Tag:
     name: str
     score: float
     path: tuple[str, ...] = ()
+    rooted: bool = True
+    """False: ``path`` is the whole hierarchy, written as given, without the keyword root (a keyword learned
+    from the user's own ``Family|Anna`` is written as ``Family|Anna``, not ``AI|Family|Anna``)."""
 
     @property
     def hierarchy(self) -> tuple[str, ...]:
@@ -86,6 +89,9 @@ class Region:
     w: float
     h: float
     kind: RegionKind = "object"
+    name: str | None = None
+    """A face's person, when known (people recognition, :mod:`phototag.people`): written as the MWG region's
+    ``Name`` and to ``XMP-iptcExt:PersonInImage``. None: an unknown face (or an object)."""
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,9 @@ Faces. A face region's ``Name`` is the person: a label that says only "face" (``
 face detectors give it) is an unknown face and gets no Name (digiKam imports a region named ``Face`` as a
 confirmed person called Face; an unnamed one as an unconfirmed, detected face). Any other label is a person's
 name (a people feature's): kept as the Name and listed in :attr:`Desired.people`
-(``XMP-iptcExt:PersonInImage``).
+(``XMP-iptcExt:PersonInImage``). A face region with a ``name`` (:mod:`phototag.people` contributes the
+detector's box again, named) stands for the unnamed one at the same place. Each known person is also the
+keyword ``People|<name>`` (TagsList ``People/<name>``; dc:subject the name), outside the keyword root.
 
 Region identity: :func:`mwg_key`, :func:`area_key`, :func:`object_key` (what phototag records), and for faces
 overlap (:func:`face_box`, :func:`iou`, :func:`same_face`): a detected face is the same face as an existing
@@ -38,7 +40,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .types import AnalyzerRun, Answer, PhotoResult, Region, Tag
-from .xmpfields import OBJECT_RID, SUBJECT_AREA, clean_text, keyword_text, tagslist_entry, unique
+from .xmpfields import (
+    OBJECT_RID,
+    PEOPLE_ROOT,
+    SUBJECT_AREA,
+    clean_text,
+    keyword_text,
+    tagslist_entry,
+    unique,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +101,7 @@ def person_name(label: str) -> str | None:
 
 def mwg_face(region: Region) -> dict[str, Any]:
     """A face as an MWG region: the box's centre, width and height, normalised; a Name only for a known
-    person (:func:`person_name`)."""
+    person (``region.name``, else :func:`person_name` of its label)."""
     area = {
         "X": _num(region.x + region.w / 2),
         "Y": _num(region.y + region.h / 2),
@@ -99,7 +109,7 @@ def mwg_face(region: Region) -> dict[str, Any]:
         "H": _num(region.h),
         "Unit": "normalized",
     }
-    name = person_name(region.label)
+    name = person_name(region.name) if region.name else person_name(region.label)
     return {"Area": area, **({"Name": name} if name else {}), "Type": "Face"}
 
 
@@ -136,7 +146,7 @@ def desired_from(
                 continue
         want.subject.append(name)
         ancestors += levels[:-1]
-        full = root_levels + levels
+        full = (root_levels if tag.rooted else []) + levels
         want.hierarchy.append("|".join(full))
         want.tagslist.append(tagslist_entry(full))
         want.tags_provenance.append(
@@ -157,11 +167,14 @@ def desired_from(
                 want.fields[field_tag] = text
         want.answers_provenance += _answers(run, answers)
     n_objects = 0
+    named = _named_face_boxes(result)
     for run, region in result.regions:
         if region.score < min_score or region.w <= 0 or region.h <= 0:
             continue
         if region.kind == "face":
             face = mwg_face(region)
+            if "Name" not in face and _has_named_twin(region, named):
+                continue  # the people analyzer named this face: its named region stands for it
             want.faces.append(face)
             if "Name" in face:
                 want.people.append(face["Name"])
@@ -198,7 +211,49 @@ def desired_from(
                 )
             )
     want.people = unique(want.people)
+    for person in want.people:
+        _add_person_keyword(want, person, result)
+    want.subject = unique(want.subject)
+    want.hierarchy = unique(want.hierarchy)
+    want.tagslist = unique(want.tagslist)
     return want
+
+
+def _named_face_boxes(result: PhotoResult) -> list[Box]:
+    """The boxes of the face regions that carry a person's name (``Region.name``)."""
+    out = []
+    for _, region in result.regions:
+        if region.kind == "face" and region.name and person_name(region.name):
+            box = _box(region.x + region.w / 2, region.y + region.h / 2, region.w, region.h)
+            if box is not None:
+                out.append(box)
+    return out
+
+
+def _has_named_twin(region: Region, named: Sequence[Box]) -> bool:
+    """Whether an unnamed face is also given, at the same place, as a named one (:data:`OWN_REGION_IOU`): the
+    people analyzer contributes the detector's box again with the person's name."""
+    box = _box(region.x + region.w / 2, region.y + region.h / 2, region.w, region.h)
+    return box is not None and any(iou(box, other) >= OWN_REGION_IOU for other in named)
+
+
+def _add_person_keyword(want: Desired, person: str, result: PhotoResult) -> None:
+    """A known person as the keyword ``People|<name>`` (TagsList ``People/<name>``, dc:subject the name), the
+    digiKam and Lightroom habit, outside the AI keyword root; recorded like phototag's other keywords, so
+    ``untag`` and a rename remove exactly it."""
+    name = keyword_text(person)
+    if not name:
+        return
+    full = [PEOPLE_ROOT, name]
+    want.subject.append(name)
+    want.hierarchy.append("|".join(full))
+    want.tagslist.append(tagslist_entry(full))
+    runs = [r for r, g in result.regions if g.kind == "face" and person_name(g.name or g.label) == person]
+    record = {"Name": name, "Path": "|".join(full), "Score": "1.0000"}
+    if runs:
+        want.tags_provenance.append(_provenance(runs[0], **record))
+    else:
+        want.tags_provenance.append({k: clean_text(v) for k, v in record.items()})
 
 
 def _answer_fields(run: AnalyzerRun, answers: Sequence[Answer]) -> list[tuple[str, str]]:

@@ -63,6 +63,9 @@ CAPTION_XMP = {
 }
 CAPTION_IPTC = {"IPTC:Caption-Abstract": "IPTC:Caption-Abstract"}
 CAPTION_EXIF = {"EXIF:ImageDescription": "IFD0:ImageDescription"}
+PEOPLE_ROOT = "People"
+"""Where known people go in the keyword hierarchy (``People|Ada Lovelace``; digiKam's and Lightroom's habit),
+outside the AI keyword root."""
 REGION_INFO = "XMP-mwg-rs:RegionInfo"
 IMAGE_REGION = "XMP-iptcExt:ImageRegion"
 PROVENANCE = "XMP-phototag:"

@@ -221,17 +221,16 @@ def _pixels(info: Mapping[str, Any], want: Desired) -> tuple[int, int] | None:
     return (want.width, want.height) if want.width > 0 and want.height > 0 else None
 
 
-def _plan_faces(
+def _mwg_regions(
     cur: Mapping[str, Any], records: Sequence[Mapping[str, Any]], want: Desired
-) -> tuple[list[str], list[str | None]]:
-    """Arguments for the MWG face regions, and per wanted face the key phototag records for it (None: not
-    written, the user's region has that face)."""
+) -> tuple[Mapping[str, Any], list[Mapping[str, Any]], list[tuple[str, Box | None]], Any, dict[int, str]]:
+    """The file's RegionInfo, its regions, each one's (Name, box), the pixel size they apply to, and which
+    regions are phototag's: each recorded face claims the best matching region (region index -> its key)."""
     info = cur.get(REGION_INFO)
     info = info if isinstance(info, Mapping) else {}
     regions = [r for r in as_list(info.get("RegionList")) if isinstance(r, Mapping)]
     found = [(str(r.get("Name", "")), face_box(r)) for r in regions]
     pixels = _pixels(info, want)
-    # which regions are phototag's: each recorded face claims the best matching region (region -> its key)
     ours: dict[int, str] = {}
     for record in records:
         key = str(record.get("Key", ""))
@@ -240,6 +239,30 @@ def _plan_faces(
             hit = _claim(found, name, box, set(ours), pixels)
             if hit is not None:
                 ours[hit] = key
+    return info, regions, found, pixels, ours
+
+
+def user_faces(cur: Mapping[str, Any]) -> list[tuple[str, Box]]:
+    """The face regions in ``cur`` (a file as read with ``-G1 -struct``) that are not phototag's: the user's
+    or another program's (digiKam, Lightroom, Picasa, Immich), as (Name, box); Name "" for an unnamed one.
+    The same rule as the writer's, so what people recognition learns from is exactly what the writer
+    leaves alone."""
+    records = [r for r in _current_provenance(cur).get("Regions", []) if isinstance(r, dict)]
+    faces = [r for r in records if r.get("Kind") == "face"]
+    _, regions, found, _, ours = _mwg_regions(cur, faces, Desired())
+    return [
+        (name.strip(), box)
+        for i, (r, (name, box)) in enumerate(zip(regions, found, strict=True))
+        if i not in ours and box is not None and str(r.get("Type", "Face")).lower() == "face"
+    ]
+
+
+def _plan_faces(
+    cur: Mapping[str, Any], records: Sequence[Mapping[str, Any]], want: Desired
+) -> tuple[list[str], list[str | None]]:
+    """Arguments for the MWG face regions, and per wanted face the key phototag records for it (None: not
+    written, the user's region has that face)."""
+    info, regions, found, pixels, ours = _mwg_regions(cur, records, want)
     user_faces = [
         box
         for i, (r, (_, box)) in enumerate(zip(regions, found, strict=True))

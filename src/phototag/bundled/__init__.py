@@ -5,7 +5,8 @@
     imagenet.py       ImageNet class names made readable, and a small keyword hierarchy over them
     ssd.py            SSD MobileNet v2 (COCO) through ``cv2.dnn``: ``detect`` object boxes
     coco.py           COCO label names and their place in the same keyword hierarchy
-    haar.py           OpenCV's Haar cascade: ``faces`` boxes
+    haar.py           OpenCV's Haar cascade: ``faces`` boxes (the fallback)
+    dlibfaces.py      dlib's HOG/MMOD detectors, 5-point landmarks and 128-d ResNet descriptors: ``faces``
 
 This module holds what they share: finding a package's weight file without importing the package, its version
 for :class:`~phototag.types.ModelInfo`, and the one error a missing model gets.

@@ -37,8 +37,10 @@ HEARTBEAT_STALE = 30.0  # seconds: a daemon whose last heartbeat is older is rep
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path, file_okay=False))
 @click.option("-c", "--config", "config_path", type=click.Path(path_type=Path, dir_okay=False),
               help="Config file (overrides the global --config); re-read on SIGHUP.")  # fmt: skip
+@click.option("--serve", "serve_address", metavar="ADDR", default=None,
+              help="Also serve the HTTP API on ADDR (HOST:PORT, :PORT), sharing the loaded models.")  # fmt: skip
 @click.pass_obj
-def watch(state: Any, paths: tuple[Path, ...], config_path: Path | None) -> None:
+def watch(state: Any, paths: tuple[Path, ...], config_path: Path | None, serve_address: str | None) -> None:
     """Watch PATHS (default: the configured folders) and tag new and changed photos once they are complete.
 
     Runs until SIGTERM/SIGINT (finishes the batch in progress first); SIGHUP reloads the config. Under systemd
@@ -59,15 +61,27 @@ def watch(state: Any, paths: tuple[Path, ...], config_path: Path | None) -> None
             raise click.UsageError(f"{root}: no such folder")
     if not paths and not config.folders:
         raise click.UsageError("no PATH given and no folders configured (set folders: in the config)")
+    served = None
+    if serve_address is not None:  # checked before anything starts: a refused address is a config error
+        from ..serve.embedded import EmbeddedServer
+
+        served = EmbeddedServer(config, state.pm, serve_address)
     _log_for_journald()
     db = StateDB(config.state_db)
-    service = Service(
-        config, lambda cfg: PipelineProcessor(cfg, state.pm, db), roots=paths, reload_config=load
-    )
+
+    def make_processor(cfg: Config) -> PipelineProcessor:
+        processor = PipelineProcessor(cfg, state.pm, db)
+        if served is not None:  # the HTTP service uses this processor's runtime: one set of models
+            served.attach(cfg, processor.pipeline.runtime)
+        return processor
+
+    service = Service(config, make_processor, roots=paths, reload_config=load)
     code = 1
     try:
         code = service.run()
     finally:
+        if served is not None:
+            served.stop()
         if service.abandoned:
             # the worker thread is still inside a batch we gave back: do not wait for it or tear the pipeline
             # down under it; exiftool exits by itself when we are gone (PHOTOTAG_PARENT_PID)

@@ -99,6 +99,7 @@ class HFClassifier(HFAnalyzer[HFClassifierSettings]):
         self._device: Device | None = None
         self._loaded_from: ModelSource | None = None
         self._image_processor: Any = None
+        self._tokenizer: Any = None
         self._label_vectors: torch.Tensor | None = None
         self._mode: Mode | None = None
         self._fingerprint: str | None = None
@@ -206,13 +207,14 @@ class HFClassifier(HFAnalyzer[HFClassifierSettings]):
                         "mode: fixed for an image classifier or use a CLIP/SigLIP model",
                         f"plugins.{self.name}.model",
                     )
-                tokenizer = load_processor(source, AutoTokenizer)
-                self._label_vectors = self._vocabulary_vectors(source, tokenizer, device)
+                self._tokenizer = load_processor(source, AutoTokenizer)
+                self._label_vectors = self._vocabulary_vectors(source, self._tokenizer, device)
 
     def _release(self) -> None:
         if self._model is not None and self._loaded_from is not None and self._device is not None:
             release_model(self._loaded_from, self._auto_class, self._device)
         self._model = None
+        self._tokenizer = None
         self._label_vectors = None
 
     def unload(self) -> None:
@@ -273,21 +275,53 @@ class HFClassifier(HFAnalyzer[HFClassifierSettings]):
         import torch
 
         model = self._model
+        if self.mode() == "zero-shot":
+            assert self._label_vectors is not None
+            probs = zero_shot_probabilities(
+                model, self.image_vectors(images), self._label_vectors, self.scoring()
+            )
+            return probs.cpu().numpy()
         with torch.inference_mode():
-            pixels = pixel_values(self._image_processor, images, model)
-            if self.mode() == "fixed":
-                logits = model(pixel_values=pixels).logits.float()
-            else:
-                assert self._label_vectors is not None
-                image = normalise(pooled(model.get_image_features(pixel_values=pixels)))
-                logits = image @ self._label_vectors.T
-                scale = getattr(model, "logit_scale", None)
-                logits = logits * (scale.float().exp() if scale is not None else 100.0)
-                bias = getattr(model, "logit_bias", None)
-                if bias is not None and self.scoring() == "sigmoid":
-                    logits = logits + bias.float()
+            logits = model(pixel_values=pixel_values(self._image_processor, images, model)).logits.float()
             probs = torch.sigmoid(logits) if self.scoring() == "sigmoid" else torch.softmax(logits, dim=-1)
         return probs.cpu().numpy()
+
+    # -- zero-shot against any texts (per-request labels: phototag.adhoc) ----------------------------------
+
+    def image_vectors(self, images: Sequence[DecodedImage]) -> torch.Tensor:
+        """Normalised image embeddings (zero-shot mode), one row per image, in one forward pass."""
+        import torch
+
+        model = self._require_zero_shot()
+        with torch.inference_mode():
+            pixels = pixel_values(self._image_processor, images, model)
+            return normalise(pooled(model.get_image_features(pixel_values=pixels)))
+
+    def text_vectors(self, texts: Sequence[str]) -> torch.Tensor:
+        """Normalised text embeddings of any ``texts`` (zero-shot mode), in the image space; not cached here."""
+        model = self._require_zero_shot()
+        self.texts_encoded += len(texts)
+        return text_features(model, self._tokenizer, load_config(self._source.get()), list(texts))
+
+    def zero_shot_scores(
+        self, image_vectors: torch.Tensor, text_vectors: torch.Tensor, scoring: Scoring | None = None
+    ) -> np.ndarray:
+        """``[images, texts]`` probabilities of embeddings from :meth:`image_vectors` and :meth:`text_vectors`,
+        scored as the vocabulary is (``scoring``: None for this model's own, see :meth:`scoring`)."""
+        model = self._require_zero_shot()
+        probs = zero_shot_probabilities(model, image_vectors, text_vectors, scoring or self.scoring())
+        return probs.cpu().numpy()
+
+    def _require_zero_shot(self) -> Any:
+        if self._model is None:
+            raise RuntimeError(f"analyzer {self.name}: used before load()")
+        if self.mode() != "zero-shot" or self._tokenizer is None:
+            raise ConfigError(
+                f"model {self.settings.model!r} is a fixed-label classifier: it cannot score texts; use a "
+                "CLIP/SigLIP model (e.g. openai/clip-vit-base-patch32)",
+                f"plugins.{self.name}.model",
+            )
+        return self._model
 
     def _top(self, row: np.ndarray) -> list[int]:
         import numpy as np
@@ -329,6 +363,24 @@ class HFClassifier(HFAnalyzer[HFClassifierSettings]):
             for word in (label.name, *label.synonyms):
                 index.setdefault(word.lower(), label)
         return index
+
+
+def zero_shot_probabilities(
+    model: Any, image_vectors: torch.Tensor, text_vectors: torch.Tensor, scoring: Scoring
+) -> torch.Tensor:
+    """``[images, texts]`` probabilities from normalised embeddings: cosine similarities times the model's
+    learnt scale (CLIP: ~100), plus its learnt bias for sigmoid scoring (SigLIP), then a softmax over the texts
+    (CLIP's objective) or an independent sigmoid per text (SigLIP's)."""
+    import torch
+
+    with torch.inference_mode():
+        logits = image_vectors.float() @ text_vectors.float().to(image_vectors.device).T
+        scale = getattr(model, "logit_scale", None)
+        logits = logits * (scale.float().exp().to(logits.device) if scale is not None else 100.0)
+        bias = getattr(model, "logit_bias", None)
+        if bias is not None and scoring == "sigmoid":
+            logits = logits + bias.float().to(logits.device)
+        return torch.sigmoid(logits) if scoring == "sigmoid" else torch.softmax(logits, dim=-1)
 
 
 def _read_matrix(path: Path, rows: int) -> np.ndarray | None:

@@ -164,10 +164,16 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
         """Ask every question about every image, each question in batched ``generate`` calls."""
-        generator = self._loaded_generator()
         questions = self.settings.questions
         if not images or not questions:
             return [Analysis() for _ in images]
+        answers = self.ask(images, [q.question for q in questions])
+        return [self._analysis(per_image) for per_image in answers]
+
+    def ask(self, images: Sequence[DecodedImage], questions: Sequence[str]) -> list[list[Generated]]:
+        """Every question about every image (after :meth:`load`): per image, one answer per question, in order,
+        with the model's confidence. Also used for questions a user asks on the spot (:mod:`phototag.adhoc`)."""
+        generator = self._loaded_generator()
         options = GenerateOptions(
             max_new_tokens=self.settings.max_new_tokens, num_beams=self.settings.num_beams
         )
@@ -179,13 +185,13 @@ class HFVQA(GeneratorAnalyzer[VQASettings]):
         chunk = max(self.config.batch_size, 1)
         answers: list[list[Generated]] = [[] for _ in images]
         for question in questions:
-            prompt = self._template.format(question=question.question)
+            prompt = self._template.format(question=question)
             for start in range(0, len(pixels), chunk):
                 part = pixels[start : start + chunk]
                 generated = generator.generate(part, [prompt] * len(part), options, with_scores=True)
                 for offset, g in enumerate(generated):
                     answers[start + offset].append(g)
-        return [self._analysis(per_image) for per_image in answers]
+        return answers
 
     def _analysis(self, answers: Sequence[Generated]) -> Analysis:
         tags: list[Tag] = []

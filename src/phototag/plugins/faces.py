@@ -1,8 +1,11 @@
-"""The ``faces`` plugin: face regions (written as MWG face regions by the XMP writer).
+"""The ``faces`` plugin: face regions (written as MWG face regions by the XMP writer) and, with dlib, a
+descriptor per face for people recognition.
 
-Only bundled models: ``model: opencv-haar`` (the default), OpenCV's frontal-face Haar cascade
-(:class:`phototag.bundled.haar.HaarFaceDetector`). Another ``model`` value is a configuration error that lists
-the choices.
+Only bundled models: ``model: dlib-hog`` (the default) and ``dlib-mmod``, dlib's detectors with 5-point landmarks
+and 128-d identity descriptors (:class:`phototag.bundled.dlibfaces.DlibFaceAnalyzer`, task ``face-identity``; its
+docstring holds the ``extra["faces"]`` interface); ``opencv-haar``, the old Haar cascade (boxes only,
+:class:`phototag.bundled.haar.HaarFaceDetector`). The default was chosen by ``bench/faces_bench.py``. Another
+``model`` value is a configuration error that lists the choices.
 """
 
 from __future__ import annotations
@@ -15,8 +18,12 @@ from ..types import Analyzer
 from ._dispatch import build_analyzer
 
 NAME = "faces"
-DEFAULT_MODEL = "opencv-haar"
-BUNDLED = {"opencv-haar": "phototag.bundled.haar.HaarFaceDetector"}
+DEFAULT_MODEL = "dlib-hog"
+BUNDLED = {
+    "dlib-hog": "phototag.bundled.dlibfaces.DlibFaceAnalyzer",
+    "dlib-mmod": "phototag.bundled.dlibfaces.DlibFaceAnalyzer",
+    "opencv-haar": "phototag.bundled.haar.HaarFaceDetector",
+}
 
 
 @hookimpl

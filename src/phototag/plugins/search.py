@@ -11,6 +11,7 @@ The model runs on the CPU here: one text or one photo is quick, and a daemon may
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -47,6 +48,71 @@ def rank_by_vector(
     # sort by score, then key, so equal scores come out in a stable order
     order = sorted(top.tolist(), key=lambda i: (-float(scores[i]), kept[i][0]))
     return [(kept[i][0], float(scores[i])) for i in order]
+
+
+_INDEXES: dict[Path, tuple[tuple[int, ...], Any]] = {}
+"""index file -> (the state it was synced to, the VectorIndex): a long-running process (the HTTP service)
+keeps it in memory between queries."""
+
+
+def rank_stored(
+    db: Any, model: str, query: np.ndarray, limit: int, exact_below: int | None = None
+) -> list[tuple[str, float]]:
+    """:func:`rank_by_vector` over the vectors ``db`` (a :class:`~phototag.state.StateDB`) stores for embed
+    fingerprint ``model``, through the index beside the state DB (:mod:`phototag.vectorindex`) once the
+    library is large: the index is loaded, brought up to date with what changed in the state DB (photos
+    recorded or forgotten since), saved, and asked. Small libraries (fewer than ``exact_below`` stored
+    vectors, default :data:`~phototag.vectorindex.EXACT_BELOW`) are ranked exactly, as before."""
+    from ..vectorindex import EXACT_BELOW
+
+    if (db.row_count("embeddings") or 0) < (EXACT_BELOW if exact_below is None else exact_below):
+        return rank_by_vector(query, db.embeddings(model), limit)
+    index = synced_index(db, model, int(np.asarray(query).size), exact_below)
+    return index.search(query, limit, lambda hashes: np.stack([db.embedding(h, model) for h in hashes]))
+
+
+def _signature(db: Any) -> tuple[int, ...]:
+    """Changes when a vector is stored or a photo recorded or forgotten (rowids grow; a delete lowers the
+    count): cheap enough to check before every query."""
+    rows = db._query(
+        "SELECT (SELECT IFNULL(MAX(rowid), 0) FROM embeddings), (SELECT IFNULL(MAX(rowid), 0) FROM files),"
+        " (SELECT COUNT(*) FROM files)"
+    )
+    return tuple(int(v) for v in rows[0])
+
+
+def synced_index(db: Any, model: str, ndim: int, exact_below: int | None = None) -> Any:
+    """The index of ``model``'s vectors of the photos recorded in ``db``, up to date (see :func:`rank_stored`);
+    saved beside the state DB when it changed (not for a read-only database file's dry run)."""
+    from ..vectorindex import VectorIndex, index_path
+
+    path = index_path(db.path, model)
+    signature = _signature(db)
+    cached = _INDEXES.get(path)
+    if cached is not None and cached[0] == signature and cached[1].ndim == ndim:
+        return cached[1]
+    index = cached[1] if cached is not None and cached[1].ndim == ndim else None
+    sizes = {} if exact_below is None else {"exact_below": exact_below}
+    index = index or VectorIndex.load(path, ndim, **sizes) or VectorIndex(ndim, **sizes)
+    # photos recorded now, with a vector of this model; a forgotten photo's vector stays cached in the DB
+    wanted = [
+        h
+        for (h,) in db._query(
+            "SELECT DISTINCT e.content_hash FROM embeddings e JOIN files f ON f.content_hash = e.content_hash"
+            " WHERE e.model = ? AND e.dims = ?",
+            (model, ndim),
+        )
+    ]
+
+    def vectors_of(hashes: list[str]) -> np.ndarray:
+        return np.stack([db.embedding(h, model) for h in hashes])
+
+    added, removed = index.sync(wanted, vectors_of)
+    if added or removed or not path.exists():
+        with contextlib.suppress(OSError):  # a read-only folder: the index is rebuilt in memory next time
+            index.save(path)
+    _INDEXES[path] = (signature, index)
+    return index
 
 
 def find_embedder(analyzers: Sequence[Analyzer], name: str | None = None) -> Analyzer:
@@ -89,14 +155,13 @@ def _context(state: Any, model: str | None) -> tuple[AnalyzerRuntime, Analyzer, 
     return runtime, embedder, StateDB(choice.path, readonly=True)
 
 
-def _stored(db: Any, embedder: Analyzer) -> list[tuple[str, np.ndarray]]:
-    items: list[tuple[str, np.ndarray]] = db.embeddings(embedder.fingerprint())
-    if not items:
+def _stored(db: Any, embedder: Analyzer) -> None:
+    """Refuse a search before any photo was embedded with this model."""
+    if not db._query("SELECT 1 FROM embeddings WHERE model = ? LIMIT 1", (embedder.fingerprint(),)):
         raise PhototagError(
             f"no photos embedded with {embedder.model_info().id} ({embedder.name}) yet: run `phototag scan` "
             "with that embed model enabled"
         )
-    return items
 
 
 class _OnCpu:
@@ -141,16 +206,29 @@ _model = click.option(
 
 
 @click.command()
-@click.argument("query")
+@click.argument("query", required=False)
+@click.option(
+    "--text", "words", metavar="WORDS", help="Photos whose OCR text (plugins.text) holds all WORDS."
+)
 @_limit
 @_as_json
 @_model
 @click.pass_obj
-def search(state: Any, query: str, limit: int, as_json: bool, model: str | None) -> None:
-    """Photos that match a text QUERY, best first (needs a CLIP-family embed model)."""
+def search(
+    state: Any, query: str | None, words: str | None, limit: int, as_json: bool, model: str | None
+) -> None:
+    """Photos that match a text QUERY, best first (needs a CLIP-family embed model); with --text WORDS,
+    photos whose text (read by OCR) holds the words."""
+    if words is not None:
+        from .text import search_text_command
+
+        search_text_command(state, words, limit, as_json)
+        return
+    if query is None:
+        raise click.UsageError("give a QUERY, or --text WORDS")
     runtime, embedder, db = _context(state, model)
     try:
-        items = _stored(db, embedder)
+        _stored(db, embedder)
         if not isinstance(embedder, TextEmbedder):
             raise ConfigError(
                 f"the embed model {embedder.model_info().id} cannot embed text; set plugins.embed.model to a "
@@ -159,7 +237,8 @@ def search(state: Any, query: str, limit: int, as_json: bool, model: str | None)
         with runtime.using(embedder.name):
             _load(runtime, embedder)
             query_vector = np.asarray(embedder.embed_text([query])[0], dtype=np.float32)
-        shown = _emit(db, rank_by_vector(query_vector, items, limit * 4), limit, as_json)
+        ranked = rank_stored(db, embedder.fingerprint(), query_vector, limit * 4)
+        shown = _emit(db, ranked, limit, as_json)
         if not shown:
             click.echo("no photos found (the embedded photos were all deleted or moved)", err=True)
     finally:
@@ -177,11 +256,11 @@ def similar(state: Any, photo: Path, limit: int, as_json: bool, model: str | Non
     """Photos that look like PHOTO, best first (PHOTO itself comes first)."""
     runtime, embedder, db = _context(state, model)
     try:
-        items = _stored(db, embedder)
+        _stored(db, embedder)
         vector = _photo_vector(db, embedder, photo)
         if vector is None:  # never scanned: embed it now
             vector = _embed_now(runtime, embedder, photo)
-        _emit(db, rank_by_vector(vector, items, limit * 4), limit, as_json)
+        _emit(db, rank_stored(db, embedder.fingerprint(), vector, limit * 4), limit, as_json)
     finally:
         db.close()
         runtime.close()

@@ -50,7 +50,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import hookimpl
+from .. import hookimpl, xmplocation
 from .. import iptc as iim
 from ..config import Config
 from ..errors import MetadataError, display
@@ -58,7 +58,7 @@ from ..exiftool import Exiftool, describe_failure, disk_full, private_dir
 from ..fileattrs import check_rewritable, new_file_mode, replace_file, write_target
 from ..tempfiles import EXIFTOOL_SUFFIX, own_temp_name, remove_stale
 from ..types import PhotoResult, Writer, fingerprint_of
-from ..xmpdesired import Desired, desired_from, mwg_face, mwg_key
+from ..xmpdesired import Box, Desired, desired_from, mwg_face, mwg_key, same_face
 from ..xmpfields import (
     CAPTION_EXIF,
     CAPTION_IPTC,
@@ -69,12 +69,13 @@ from ..xmpfields import (
     PROVENANCE,
     RAW_EXTS,
     READ_TAGS,
+    REGION_INFO,
     FieldKind,
     is_user_caption,
     unique,
     xmp_field_problem,
 )
-from ..xmpplan import Target, plan, recorded_fields
+from ..xmpplan import Target, plan, recorded_fields, user_faces
 
 # the writer's own names, and (re-exported) those other modules imported from here before the split
 __all__ = [
@@ -189,6 +190,10 @@ class XmpWriter:
             flat_ancestors=s.flat_ancestors,
             sync_user_hierarchy=s.sync_user_hierarchy,
         )
+        # keywords the user rejected for this photo (the web page's Review) are never added back
+        from ..keywordreview import rejected_keywords, without_keywords
+
+        want = without_keywords(want, rejected_keywords(self.config.state_db, result.photo.content_hash))
         self._resolve_fields(want)
         target = self.target_for(photo)
         if target.sidecar:
@@ -207,6 +212,21 @@ class XmpWriter:
             charset = iim.iptc_charset(self.exiftool, photo)
             if charset is not None:
                 out = self._read(*paths, fields=fields, iptc_charset=charset)
+        return out
+
+    def user_faces(self, photo: Path) -> list[tuple[str, Box]]:
+        """The face regions of ``photo`` that are not phototag's (:func:`phototag.xmpplan.user_faces`), as
+        (Name, box), from its XMP sidecar (when there is one) and the photo itself; one per face (the
+        sidecar's first: it is the newer). The people analyzer learns names from them."""
+        paths = [photo]
+        target = self.target_for(photo)
+        if target.sidecar and target.path.is_file():
+            paths.insert(0, target.path)
+        out: list[tuple[str, Box]] = []
+        for cur in self._read_tags(paths, [REGION_INFO, "XMP-phototag:all"]):
+            for name, box in user_faces(cur):
+                if not any(same_face(box, seen) for _, seen in out):
+                    out.append((name, box))
         return out
 
     def remove(self, path: Path) -> None:
@@ -344,6 +364,11 @@ class XmpWriter:
                 kinds[tag] = found[1]
         return kinds
 
+    def _location_shown(self, target: Target) -> Any:
+        """The target's XMP-iptcExt:LocationShown (None when the file is yet to be made)."""
+        exists = target.path.exists()
+        return self._read_tags([target.path], [xmplocation.TAG])[0].get(xmplocation.TAG) if exists else None
+
     def _apply(
         self,
         target: Target,
@@ -360,6 +385,10 @@ class XmpWriter:
             elsewhere_captions=elsewhere,
             field_kinds=self._kinds(cur, want),
             elsewhere_fields=elsewhere_fields,
+        )
+        # the places plugin's LocationShown entry (a structure list, which answer fields cannot be)
+        args += xmplocation.shown_args(
+            want.fields, recorded_fields(cur), lambda: self._location_shown(target)
         )
         if not args:
             return False
