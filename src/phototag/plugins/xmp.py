@@ -6,7 +6,7 @@ the planned arguments and publishing new sidecars. What goes into which field is
 :mod:`phototag.xmpfields`; what a result asks for, in :mod:`phototag.xmpdesired`; which arguments turn the
 current metadata into that while keeping what the user wrote (the ownership rules), in
 :mod:`phototag.xmpplan`. The names other modules imported from here before that split are re-exported.
-At about 500 lines this module is over the usual size: most of it is :class:`XmpWriter`, whose steps (read,
+At about 690 lines this module is over the usual size: most of it is :class:`XmpWriter`, whose steps (read,
 probe a field, apply a plan, publish a sidecar, untag) share one exiftool client, the per-tag field cache and
 the settings; split up, they would pass that state around instead.
 

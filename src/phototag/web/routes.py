@@ -7,8 +7,13 @@ token (:mod:`phototag.web.session`) and answers with a redirect to the page it c
 what was done (``303``, post/redirect/get). The actions are the CLI's: :mod:`phototag.web.people_actions`,
 :mod:`phototag.web.review`, :meth:`phototag.daemon.queue.WorkQueue.retry_failed`.
 
-Photos are addressed by their id in the state DB (``files.rowid``), faces by theirs (``faces.rowid``): no path
-ever comes from a client.
+Photos are addressed by their content hash in the state DB (a row id changes when a scan rewrites the row),
+faces by their id there (``faces.rowid``): no path ever comes from a client.
+
+Why one module of ~730 lines: the routes of the four pages share the request plumbing (the engine, the state
+DB, the CSRF-checked form, the error page, post/redirect/get); what each page does lives in its own module
+(:mod:`~phototag.web.library`, :mod:`~phototag.web.people_actions`, :mod:`~phototag.web.review`,
+:mod:`~phototag.web.thumbs`).
 """
 
 from __future__ import annotations
@@ -139,6 +144,17 @@ def shows_errors(route: Callable[..., Awaitable[Response]]) -> Callable[..., Awa
 
 def _no_db(request: Request) -> HTMLResponse:
     return render(request, "empty.html", status=200, title="Nothing scanned yet")
+
+
+async def _posted(request: Request) -> tuple[dict[str, Any], Path] | Response:
+    """The posted form (CSRF-checked) and the state DB it acts on; else the page to answer with."""
+    form = await _form(request)
+    if isinstance(form, Response):
+        return form
+    state_db = _state_db(request)
+    if state_db is None:
+        return _no_db(request)
+    return form, state_db
 
 
 def _not_found(request: Request, what: str) -> HTMLResponse:
@@ -393,12 +409,10 @@ async def person_page(request: Request, person_id: int) -> HTMLResponse:
 @router.post(PREFIX + "/people/{person_id}/{action}")
 @shows_errors
 async def person_action(request: Request, person_id: int, action: str) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    state_db = _state_db(request)
-    if state_db is None:
-        return _no_db(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    form, state_db = posted
     actions = PeopleActions(_engine(request).config, _pm(request), state_db)
     back = str(form.get("back") or "")
     page = back if back in ("people",) else f"people/{person_id}"
@@ -601,12 +615,10 @@ async def review_page(request: Request, page: int = 1) -> HTMLResponse:
 @router.post(PREFIX + "/review")
 @shows_errors
 async def review_action(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    state_db = _state_db(request)
-    if state_db is None:
-        return _no_db(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    form, state_db = posted
     # one form per photo: the pressed button says both ("reject|Espresso"); bulk forms send them apart
     verdict, _, named = str(form.get("verdict") or "").partition("|")
     keyword = " ".join((named or str(form.get("keyword") or "")).split())
@@ -703,12 +715,10 @@ async def status_page(request: Request) -> HTMLResponse:
 @router.post(PREFIX + "/status/retry")
 @shows_errors
 async def retry(request: Request) -> Response:
-    form = await _form(request)
-    if isinstance(form, Response):
-        return form
-    state_db = _state_db(request)
-    if state_db is None:
-        return _no_db(request)
+    posted = await _posted(request)
+    if isinstance(posted, Response):
+        return posted
+    form, state_db = posted
     ids = _ints(form.get("failure"))
 
     def work() -> int:
