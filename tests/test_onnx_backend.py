@@ -16,7 +16,15 @@ from phototag.bundled import imagenet
 from phototag.bundled.efficientnet import EfficientNetClassifier, EfficientNetRuntime
 from phototag.config import Config
 from phototag.errors import ModelUnavailableError
-from phototag.onnxbackend import Gate, OrtNetwork, cached_export, cached_gate, choose, compare
+from phototag.onnxbackend import (
+    Gate,
+    OrtNetwork,
+    cached_export,
+    cached_gate,
+    cached_quantized,
+    choose,
+    compare,
+)
 from phototag.testing import decoded
 from phototag.types import Device
 
@@ -191,3 +199,111 @@ def test_onnx_backend_in_the_config_reaches_the_network() -> None:
         classifier.unload()
     with pytest.raises(ValueError):
         EfficientNetClassifier.Settings(backend="tensorrt")  # type: ignore[arg-type]
+
+
+# -- int8 -------------------------------------------------------------------------------------------------------
+
+
+def test_int8_is_made_once_beside_the_export_and_goes_with_it(tmp_path: Path) -> None:
+    export = cached_export("small", "aa" * 16, build(1, []), ("pooled", "logits"), tmp_path)
+    int8 = cached_quantized(export)
+    assert int8.name == export.name.replace(".onnx", "-int8.onnx") and int8.is_file()
+    made = int8.stat().st_mtime_ns
+    assert cached_quantized(export) == int8 and int8.stat().st_mtime_ns == made  # reused
+    x = np.random.default_rng(0).standard_normal((4, 3, 16, 16)).astype(np.float32)
+    fp32, q = OrtNetwork(export, CPU).run(x), OrtNetwork(int8, CPU).run(x)
+    assert [a.shape for a in q] == [a.shape for a in fp32]
+    assert compare((fp32[0], fp32[1]), (q[0], q[1])).min_cosine > 0.9  # close, not equal: quantised
+    cached_gate(int8, lambda: Gate(3, 1.0, 1.0))
+    other = cached_export("small-x", "aa" * 16, build(2, []), ("pooled", "logits"), tmp_path)  # an id with
+    new = cached_export("small", "bb" * 16, build(3, []), ("pooled", "logits"), tmp_path)  # "small" in front
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([new.name, other.name])
+
+
+def test_int8_that_fails_the_gate_falls_back_to_fp32_then_torch_with_the_reasons(tmp_path: Path) -> None:
+    path = cached_export("small", "ee" * 16, build(6, []), ("pooled", "logits"), tmp_path)
+    fp32, int8 = OrtNetwork(path, CPU), OrtNetwork(cached_quantized(path), CPU)
+    good, bad = Gate(24, 1.0, 0.9999), Gate(24, 0.9, 0.98)
+
+    def broken() -> tuple[OrtNetwork, Gate]:
+        raise ModelUnavailableError("x.onnx could not be quantised to int8 (ValueError: no)")
+
+    chosen, why = choose("auto", "s", lambda: (fp32, good), open_int8=lambda: (int8, good))
+    assert chosen is int8 and why.startswith("ONNX Runtime int8 (top-1 agreement 100.0%")
+    chosen, why = choose("onnx", "s", lambda: (fp32, good), open_int8=lambda: (int8, bad))
+    assert chosen is fp32
+    assert why.startswith("int8 not used, it does not match fp32 torch") and "ONNX Runtime (top-1" in why
+    chosen, why = choose("auto", "s", lambda: (fp32, good), open_int8=broken)
+    assert chosen is fp32 and "int8 not used: x.onnx could not be quantised" in why
+    chosen, why = choose("auto", "s", lambda: (fp32, bad), open_int8=lambda: (int8, bad))
+    assert chosen is None and "int8 not used" in why and "torch instead" in why
+    with pytest.raises(ModelUnavailableError, match=r"int8 not used.*does not match.*set s: torch"):
+        choose("onnx", "s", lambda: (fp32, bad), open_int8=lambda: (int8, bad))
+
+
+def test_bundled_efficientnet_int8_through_the_gate(photos: Path, tmp_path: Path) -> None:
+    """Only the classifier's Gemm is quantised in this convolutional network, so it passes the gate on real
+    photos: the same top-1 classes and the same (fp32) pooled features as torch."""
+    cache = tmp_path / "onnx"
+    int8 = EfficientNetRuntime.load(CPU, "onnx", cache, quantize="int8")
+    assert int8.onnx is not None and int8.onnx.path.name.endswith("-int8.onnx")
+    assert int8.backend_reason.startswith("ONNX Runtime int8 (top-1 agreement 100.0%")
+    # the fp32 export is made (int8 is made from it) but not gated: int8 passed, so it is not needed
+    assert len(list(cache.glob("*.onnx"))) == 2 and [p.name for p in cache.glob("*.gate.json")] == [
+        int8.onnx.path.with_suffix(".gate.json").name
+    ]
+    torch_rt = EfficientNetRuntime.load(CPU, "torch")
+    images = [decoded(p) for p in sorted(photos.iterdir())]
+    for (gf, gp), (wf, wp) in zip(int8.run(images, "squash"), torch_rt.run(images, "squash"), strict=True):
+        assert float(gf @ wf / (np.linalg.norm(gf) * np.linalg.norm(wf))) > 0.9999
+        assert int(gp.argmax()) == int(wp.argmax()) and abs(float(gp.max() - wp.max())) < 0.02
+    settings = EfficientNetClassifier.Settings(onnx_quantize="int8")
+    assert settings.onnx_quantize == "int8" and EfficientNetClassifier.Settings().onnx_quantize == "none"
+    with pytest.raises(ValueError):
+        EfficientNetClassifier.Settings(onnx_quantize="int4")  # type: ignore[arg-type]
+
+
+# -- providers ------------------------------------------------------------------------------------------------
+
+
+def test_providers_follow_the_device_like_torch_devices() -> None:
+    """The provider list an onnxruntime build offers is injected: no GPU here."""
+    gpu_build = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    chosen, why = onnxbackend.provider_choice(Device("cuda", index=1), gpu_build)
+    assert chosen == [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]
+    assert why == "CUDA provider on GPU 1"
+    chosen, why = onnxbackend.provider_choice(Device("cuda"), ["CPUExecutionProvider"])
+    assert chosen == ["CPUExecutionProvider"]
+    assert "the device is cuda but this onnxruntime has no CUDAExecutionProvider" in why
+    assert "pip install onnxruntime-gpu" in why
+    chosen, why = onnxbackend.provider_choice(
+        Device("mps"), ["CoreMLExecutionProvider", "CPUExecutionProvider"]
+    )
+    assert (
+        chosen == ["CPUExecutionProvider"]
+        and "the device is mps but this onnxruntime has no provider for mps" in why
+    )
+    assert onnxbackend.provider_choice(CPU, gpu_build)[0] == ["CPUExecutionProvider"]
+
+
+def test_auto_keeps_a_gpu_model_on_torch_when_onnxruntime_has_no_gpu_provider(tmp_path: Path) -> None:
+    path = cached_export("small", "ff" * 16, build(7, []), ("pooled", "logits"), tmp_path)
+    opened: list[int] = []
+
+    def open_onnx() -> tuple[OrtNetwork, Gate]:
+        opened.append(1)
+        return OrtNetwork(path, CPU), Gate(24, 1.0, 1.0)
+
+    gpu = Device("cuda", index=0, dtype="float16")
+    chosen, why = choose("auto", "s", open_onnx, device=gpu, available=["CPUExecutionProvider"])
+    assert chosen is None and opened == []
+    assert why.startswith(
+        "ONNX Runtime not used, torch instead: torch runs on cuda:0, ONNX Runtime would use"
+    )
+    # asked for explicitly, ONNX Runtime runs (on the CPU provider, whose reason the network keeps)
+    chosen, _ = choose("onnx", "s", open_onnx, device=gpu, available=["CPUExecutionProvider"])
+    assert chosen is not None and opened == [1]
+    # with a CUDA build, auto goes on to export and gate (the session itself is made by open_onnx)
+    chosen, _ = choose("auto", "s", open_onnx, device=gpu, available=["CUDAExecutionProvider"])
+    assert chosen is not None and opened == [1, 1]
+    assert OrtNetwork(path, CPU).provider_reason == "CPU provider: the device is the CPU"

@@ -20,12 +20,15 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import Config, PluginSettings
 from ..errors import ConfigError
+from ..onnxbackend import Backend, OrtNetwork, Quantize
 from ..types import Analysis, DecodedImage, Device, Task, fingerprint_of
 from .base import HFAnalyzer
 from .loading import ModelSource, load_config, load_model, load_processor, release_model
 
 if TYPE_CHECKING:
     import torch
+
+    from .onnxtowers import Tower, TowerChoice
 
 DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 EmbedKind = Literal["dual", "vision"]
@@ -38,6 +41,16 @@ class HFEmbedderSettings(PluginSettings):
     """Hub branch, tag or commit (hub ids only)."""
     pooling: Literal["auto", "cls", "mean"] = "auto"
     """Image-only encoders: ``cls`` (the pooled CLS token, the default) or ``mean`` of the patch tokens."""
+    backend: Backend = "torch"
+    """What runs a CLIP/SigLIP model's image and text towers: ``torch``; ``onnx`` (ONNX Runtime: each tower
+    exported once from the weights into the ONNX cache; an error when it cannot be used); ``auto``: ONNX
+    Runtime for each tower that exports and matches fp32 torch on real photos, else torch (the reason is
+    logged). Default torch: the export costs a copy of the model on disk and its first load, for a gain measured
+    only per machine (bench/pipeline_bench.py)."""
+    onnx_quantize: Quantize = "none"
+    """With ONNX Runtime: ``int8`` also quantises each tower (dynamic int8 matrix multiplications: about twice
+    as fast as fp32 ONNX Runtime for CLIP B/32 on a CPU), used only when it too matches fp32 torch on real
+    photos, else fp32 is used."""
 
 
 # -- helpers shared with classify ---------------------------------------------------------------------------
@@ -70,6 +83,23 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x.float(), dim=-1)
 
 
+def image_features(
+    model: Any, image_processor: Any, images: Sequence[DecodedImage], vision_tower: OrtNetwork | None
+) -> torch.Tensor:
+    """Normalised image embeddings of a dual encoder: ``vision_tower`` (the image tower on ONNX Runtime) when
+    given, else the torch model."""
+    import torch
+
+    if vision_tower is not None:
+        from .onnxtowers import image_pixels
+
+        batch = image_pixels(image_processor, [d.image for d in images])
+        return normalise(torch.from_numpy(vision_tower.run(batch)[0]))
+    with torch.inference_mode():
+        pixels = pixel_values(image_processor, images, model)
+        return normalise(pooled(model.get_image_features(pixel_values=pixels)))
+
+
 def pixel_values(image_processor: Any, images: Sequence[DecodedImage], model: Any) -> torch.Tensor:
     """The batch as the model's image processor prepares it, on the model's device and dtype."""
     batch = image_processor(images=[d.image for d in images], return_tensors="pt")["pixel_values"]
@@ -77,9 +107,15 @@ def pixel_values(image_processor: Any, images: Sequence[DecodedImage], model: An
 
 
 def text_features(
-    model: Any, tokenizer: Any, config: Any, texts: Sequence[str], chunk: int = 256
+    model: Any,
+    tokenizer: Any,
+    config: Any,
+    texts: Sequence[str],
+    chunk: int = 256,
+    text_tower: OrtNetwork | None = None,
 ) -> torch.Tensor:
-    """Normalised text embeddings of a dual encoder, ``chunk`` texts at a time.
+    """Normalised text embeddings of a dual encoder, ``chunk`` texts at a time (through ``text_tower``, the
+    text tower on ONNX Runtime, when given: :mod:`phototag.hf.onnxtowers`).
 
     SigLIP was trained on texts padded to a fixed length (it pools the last token), so it gets
     ``padding="max_length"``; CLIP pools the end-of-text token and gets the shortest padding.
@@ -92,6 +128,13 @@ def text_features(
     with torch.inference_mode():
         for i in range(0, len(texts), chunk):
             part = list(texts[i : i + chunk])
+            if text_tower is not None:
+                from .onnxtowers import onnx_text_features
+
+                out.append(
+                    normalise(torch.from_numpy(onnx_text_features(text_tower, tokenizer, config, part)))
+                )
+                continue
             if siglip:
                 enc = tokenizer(
                     part, padding="max_length", max_length=max_length, truncation=True, return_tensors="pt"
@@ -127,6 +170,8 @@ class HFEmbedder(HFAnalyzer[HFEmbedderSettings]):
         self._image_processor: Any = None
         self._tokenizer: Any = None
         self._kind: EmbedKind | None = None
+        self.towers: dict[Tower, TowerChoice] = {}
+        """What runs each tower (ONNX Runtime or torch) and why; set by :meth:`load`."""
 
     # -- identity ------------------------------------------------------------------------------------------
 
@@ -161,21 +206,41 @@ class HFEmbedder(HFAnalyzer[HFEmbedderSettings]):
             self._model = load_model(source, AutoModel, device)
             self._device, self._loaded_from = device, source
             if kind == "dual" and not hasattr(self._model, "get_image_features"):
-                self.unload()
+                self._unload()
                 raise ConfigError(
                     f"model {source.id!r} has text and vision towers but no get_image_features: it is not a "
                     "CLIP-style model. Use CLIP, SigLIP or DINOv2 for embeddings.",
                     f"plugins.{self.name}.model",
                 )
+            try:
+                self._open_towers(source, device, ("vision", "text") if kind == "dual" else ("vision",))
+            except Exception:
+                self._unload()
+                raise
+
+    def _open_towers(self, source: ModelSource, device: Device, towers: Sequence[Any]) -> None:
+        from .onnxtowers import open_towers
+
+        self.towers = open_towers(
+            self.name, self.settings, self._model, source, self._image_processor, None, device, towers
+        )
+
+    def _network(self, tower: Tower) -> OrtNetwork | None:
+        choice = self.towers.get(tower)
+        return choice.network if choice is not None else None
 
     def unload(self) -> None:
+        with self._lock:
+            self._unload()
+
+    def _unload(self) -> None:
         from transformers import AutoModel
 
-        with self._lock:
-            if self._model is not None and self._loaded_from is not None and self._device is not None:
-                release_model(self._loaded_from, AutoModel, self._device)
-            self._model = None
-            self._tokenizer = None
+        if self._model is not None and self._loaded_from is not None and self._device is not None:
+            release_model(self._loaded_from, AutoModel, self._device)
+        self._model = None
+        self._tokenizer = None
+        self.towers = {}
 
     # -- work ----------------------------------------------------------------------------------------------
 
@@ -189,10 +254,10 @@ class HFEmbedder(HFAnalyzer[HFEmbedderSettings]):
         import torch
 
         model = self._require_model()
+        if self.kind() == "dual":
+            return image_features(model, self._image_processor, images, self._network("vision"))
         with torch.inference_mode():
             pixels = pixel_values(self._image_processor, images, model)
-            if self.kind() == "dual":
-                return normalise(pooled(model.get_image_features(pixel_values=pixels)))
             out = model(pixel_values=pixels)
             if self._pooling() == "mean":
                 return normalise(out.last_hidden_state[:, 1:].mean(dim=1))
@@ -225,5 +290,7 @@ class HFEmbedder(HFAnalyzer[HFEmbedderSettings]):
         source = self._source.get()
         if self._tokenizer is None:
             self._tokenizer = load_processor(source, AutoTokenizer)
-        vectors = text_features(model, self._tokenizer, load_config(source), list(texts))
+        vectors = text_features(
+            model, self._tokenizer, load_config(source), list(texts), text_tower=self._network("text")
+        )
         return [tuple(float(x) for x in row) for row in vectors.cpu().numpy()]
