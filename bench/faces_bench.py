@@ -37,6 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from PIL import Image  # noqa: E402
+
 from face_photos import Truth, iou, write_set  # noqa: E402
 from phototag.bundled.dlibfaces import DlibFaceAnalyzer  # noqa: E402
 from phototag.bundled.haar import HaarFaceDetector  # noqa: E402
@@ -63,8 +65,16 @@ def haar(**settings: Any) -> Any:
     return run
 
 
-def dlib(**settings: Any) -> Any:
-    a = DlibFaceAnalyzer("faces", DlibFaceAnalyzer.Settings(**settings), Config())
+class RgbHog(DlibFaceAnalyzer):
+    """The HOG detector on the RGB frame (what the default did before it looked at grey)."""
+
+    def detection_frame(self, image: Image.Image) -> Image.Image:
+        return image.convert("RGB")
+
+
+def dlib(rgb: bool = False, **settings: Any) -> Any:
+    kind = RgbHog if rgb else DlibFaceAnalyzer
+    a = kind("faces", DlibFaceAnalyzer.Settings(**settings), Config())
     a.load(CPU)
     return lambda d: a.detect(d.image)
 
@@ -77,6 +87,7 @@ def candidates(mmod: bool) -> list[tuple[str, Any, tuple[float, ...], int, int]]
         ("opencv-haar min_neighbors 3", haar(min_neighbors=3), (0.5,), 640, 3),
         ("dlib-hog 480 upsample 0", dlib(threshold=0.0, input_size=480), THRESHOLDS, 640, 3),
         ("dlib-hog 640 upsample 0", dlib(threshold=0.0), THRESHOLDS, 640, 3),
+        ("dlib-hog 640 upsample 0, RGB frame (until 0.2)", dlib(rgb=True, threshold=0.0), THRESHOLDS, 640, 3),
         ("dlib-hog 640 upsample 1", dlib(threshold=0.0, upsample=1), THRESHOLDS, 640, 3),
         ("dlib-hog 960 upsample 0 (decoded at 960)", dlib(threshold=0.0, input_size=960), THRESHOLDS, 960, 3),
     ]

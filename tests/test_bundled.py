@@ -4,6 +4,7 @@ OpenCV's Haar cascade (faces). Each model loads once per module; the photos are 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
@@ -248,6 +249,21 @@ def test_classify_then_embed_runs_the_network_once(
     assert runtime.forward_images == ran + len(batch)
     runtime.clear_cache()
     assert embedder.analyze(batch) == vectors  # the cached features were the network's
+
+
+def test_classify_and_embed_at_once_run_the_network_once(
+    classifier: EfficientNetClassifier, embedder: EfficientNetEmbedder, images: dict
+) -> None:
+    """``analyze_workers`` runs both in two threads on one batch: the second waits for the first's pass."""
+    runtime = classifier.runtime
+    runtime.clear_cache()
+    batch = [images[n] for n in NAMES]
+    ran = runtime.forward_images
+    with ThreadPoolExecutor(2) as pool:
+        tags, vectors = pool.submit(classifier.analyze, batch), pool.submit(embedder.analyze, batch)
+        for future in (tags, vectors):
+            future.result()
+    assert runtime.forward_images == ran + len(batch)
 
 
 def test_embedding_is_a_unit_vector_that_finds_the_photo(

@@ -20,30 +20,37 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-from PIL import Image
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 HASH_SIZE = 8
 HIGHFREQ = 4
 
 
+@cache
 def _dct_matrix(n: int) -> np.ndarray:
     """Unnormalised DCT-II (scipy.fftpack.dct's default): X_k = 2 sum x_i cos(pi k (2i+1) / 2n)."""
+    import numpy as np
+
     k = np.arange(n)[:, None]
     i = np.arange(n)[None, :]
     return 2.0 * np.cos(np.pi * k * (2 * i + 1) / (2 * n))
 
 
-_DCT = _dct_matrix(HASH_SIZE * HIGHFREQ)
-
-
 def phash(image: Image.Image) -> int:
     """The 64-bit perceptual hash of ``image`` (imagehash.phash's bits, first bit most significant)."""
+    import numpy as np
+    from PIL import Image
+
     n = HASH_SIZE * HIGHFREQ
     grey = np.asarray(image.convert("L").resize((n, n), Image.Resampling.LANCZOS), dtype=np.float64)
-    freq = _DCT @ grey @ _DCT.T
+    dct = _dct_matrix(n)  # built once, on first use
+    freq = dct @ grey @ dct.T
     low = freq[:HASH_SIZE, :HASH_SIZE]
     bits = (low > np.median(low)).ravel()
     return int("".join("1" if b else "0" for b in bits), 2)
@@ -52,6 +59,8 @@ def phash(image: Image.Image) -> int:
 def sharpness(image: Image.Image, side: int = 256) -> float:
     """Variance of the Laplacian of the greyscale photo at a fixed size: higher is sharper. At a fixed size
     so that copies of different resolutions compare on their detail, not their pixel count."""
+    import numpy as np
+
     grey = image.convert("L")
     scale = side / max(1, min(grey.size))
     if scale < 1:
@@ -141,6 +150,8 @@ class _Sets:
 
 def _pairs_by_hash(hashes: Sequence[int | None], max_distance: int) -> Iterable[tuple[int, int, int]]:
     """Every pair of perceptual hashes within ``max_distance`` bits: (i, j, distance), i < j."""
+    import numpy as np
+
     idx = [i for i, h in enumerate(hashes) if h is not None]
     if len(idx) < 2:
         return
@@ -193,6 +204,8 @@ def near_pairs(
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    import numpy as np
+
     na, nb = float(np.linalg.norm(a)), float(np.linalg.norm(b))
     return float(np.dot(a, b) / (na * nb)) if na and nb else 0.0
 

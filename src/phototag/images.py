@@ -37,9 +37,8 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
-import numpy as np
 from PIL import Image, ImageChops, ImageSequence, UnidentifiedImageError
 
 from .config import ImageSettings
@@ -47,6 +46,9 @@ from .errors import ImageError
 from .extras import MissingExtra, hint, require
 from .files import open_regular
 from .types import DecodedImage, Photo
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -400,6 +402,8 @@ def _cmyk_to_rgb(im: Image.Image) -> Image.Image:
 def _high_depth_to_l(im: Image.Image) -> Image.Image:
     """16-bit, 32-bit and float greyscale -> 8-bit ``L``. ``convert('L')`` would clip everything above 255
     to white; instead 16-bit spans 0..65535, float 0..1, and anything else is stretched to its min..max."""
+    import numpy as np
+
     arr: np.ndarray[Any, Any] = np.asarray(im)
     if im.mode.startswith("I;16"):
         lo, hi = 0.0, 65535.0
@@ -452,6 +456,8 @@ def _read_raw(path: Path, fp: BinaryIO, min_side: int, limit: int) -> Frame:
 
 
 def _read_rawpy(rawpy: Any, path: Path, min_side: int, limit: int) -> Frame:
+    import numpy as np
+
     with rawpy.imread(str(path)) as raw:
         sizes = raw.sizes
         thumb = raw.extract_thumb()

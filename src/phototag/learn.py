@@ -26,12 +26,13 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .exiftool import as_list
 from .xmpfields import ADDED, HIERARCHY, IPTC_KEYWORDS, SUBJECT
+
+if TYPE_CHECKING:
+    import numpy as np
 
 KeywordPath = tuple[str, ...]
 _TAGS = (SUBJECT, HIERARCHY, IPTC_KEYWORDS, ADDED[SUBJECT], ADDED[HIERARCHY], ADDED[IPTC_KEYWORDS])
@@ -104,6 +105,8 @@ class Model:
     """(content hash, keyword index) of the photos you tagged with that keyword: not written again."""
 
     def scores(self, vector: np.ndarray) -> np.ndarray:
+        import numpy as np
+
         v = np.asarray(vector, dtype=np.float64).ravel()
         norm = float(np.linalg.norm(v))
         v = v / norm if norm else v
@@ -112,6 +115,8 @@ class Model:
     def predict(self, vector: np.ndarray, content_hash: str = "") -> list[tuple[KeywordPath, float]]:
         """The keyword paths whose probability reaches their threshold, with that probability (not those you
         gave this photo yourself when it was learned from)."""
+        import numpy as np
+
         if not self.paths or np.asarray(vector).size != self.weights.shape[1]:
             return []
         p = self.scores(vector)
@@ -122,6 +127,8 @@ class Model:
         ]
 
     def to_bytes(self) -> bytes:
+        import numpy as np
+
         buf = io.BytesIO()
         np.savez(
             buf,
@@ -147,6 +154,8 @@ class Model:
 
     @classmethod
     def load(cls, path: Path) -> Model:
+        import numpy as np
+
         with np.load(path) as f:
             paths = tuple(tuple(str(p).split("|")) for p in f["paths"])
             known = frozenset(
@@ -165,6 +174,8 @@ def choose_threshold(
 ) -> tuple[float, float, float] | None:
     """The lowest threshold whose precision on (scores, labels) is at least ``target``, with that precision
     and the recall: (threshold, precision, recall); None when no threshold reaches it."""
+    import numpy as np
+
     order = np.argsort(-scores, kind="stable")
     s, y = scores[order], labels[order].astype(bool)
     tp = np.cumsum(y)
@@ -194,6 +205,7 @@ def train(
     over the same photos; ``hashes`` their content hashes (the model then leaves the keywords you gave
     them to you); ``rejected[path]`` a boolean array of the photos on which you rejected that keyword (the web
     page's Review): always negatives for it."""
+    import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
 
@@ -266,6 +278,8 @@ def label_matrix(
 ) -> dict[KeywordPath, np.ndarray]:
     """keyword path -> boolean array over ``hashes`` (a content hash carries a keyword when any of its
     paths has it)."""
+    import numpy as np
+
     index = {h: i for i, h in enumerate(hashes)}
     out: dict[KeywordPath, np.ndarray] = {}
     for content_hash, paths in keywords.items():

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import util
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from .errors import ModelUnavailableError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 EARTH_KM = 6371.0088
 """Mean Earth radius (IUGG), for great-circle distances."""
@@ -71,6 +72,8 @@ class BadGps(ValueError):
 
 
 def _unit(lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    import numpy as np
+
     la, lo = np.radians(lat), np.radians(lon)
     return np.column_stack((np.cos(la) * np.cos(lo), np.cos(la) * np.sin(lo), np.sin(la)))
 
@@ -96,6 +99,7 @@ class Gazetteer:
     """The places, with a KD-tree on the unit sphere. Build it with :meth:`load` (about 0.7 s, 190k places)."""
 
     def __init__(self, places: Sequence[Place]) -> None:
+        import numpy as np
         from scipy.spatial import cKDTree
 
         if not places:
@@ -143,6 +147,8 @@ class Gazetteer:
 
     def neighbours(self, lat: float, lon: float, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Indices of the ``k`` nearest places and their great-circle distances in km, nearest first."""
+        import numpy as np
+
         k = max(1, min(k, len(self.places)))
         chords, index = self._tree.query(_unit(np.array([lat]), np.array([lon]))[0], k=k)
         chords, index = np.atleast_1d(chords), np.atleast_1d(index)
@@ -171,6 +177,8 @@ def locate(
     :func:`town_radius_km`, among the :data:`NEIGHBOURS` nearest) when it is within ``city_km``;
     else, when every place within ``country_km`` (at least one) lies in one country, that country alone;
     else None (at sea, far from any place, or between countries)."""
+    import numpy as np
+
     check_position(lat, lon)
     index, distances = gazetteer.neighbours(lat, lon, NEIGHBOURS)
     best = int(np.argmin(distances - gazetteer.radius_km[index]))

@@ -26,12 +26,14 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from .serialize import run_from_dict, run_to_dict
 from .sqlitedb import SQLiteFile, db_path, db_text, path_from_db, under_clause
 from .types import AnalyzerRun, Photo
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA_VERSION = 2
 SCHEMA = """
@@ -298,6 +300,8 @@ class StateDB(SQLiteFile):
 
     def store_runs(self, content_hash: str, runs: list[AnalyzerRun]) -> None:
         """Cache successful runs (errors are not cached: they are retried)."""
+        import numpy as np
+
         now = time.time()
         with self._tx() as db:
             for run in runs:
@@ -319,6 +323,8 @@ class StateDB(SQLiteFile):
                     )
 
     def embedding(self, content_hash: str, model: str) -> np.ndarray | None:
+        import numpy as np
+
         rows = self._query(
             "SELECT vector FROM embeddings WHERE content_hash = ? AND model = ?", (content_hash, model)
         )
@@ -326,5 +332,7 @@ class StateDB(SQLiteFile):
 
     def embeddings(self, model: str) -> list[tuple[str, np.ndarray]]:
         """``(content_hash, vector)`` for every photo embedded with ``model`` (an embed analyzer fingerprint)."""
+        import numpy as np
+
         rows = self._query("SELECT content_hash, vector FROM embeddings WHERE model = ?", (model,))
         return [(h, np.frombuffer(v, dtype=np.float32)) for h, v in rows]

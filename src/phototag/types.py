@@ -14,9 +14,10 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
-from PIL import Image
+if TYPE_CHECKING:  # PIL costs ~20 ms to import: --help and status never need it
+    from PIL import Image
 
 Task = str
 """What an analyzer does. The builtin tasks are :data:`TASKS`; a plugin may add its own (``ocr``, ``faces-id``,

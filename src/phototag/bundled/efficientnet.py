@@ -21,20 +21,32 @@ from collections.abc import Hashable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-import numpy as np
-from PIL import Image
 from pydantic import ConfigDict, Field
 
 from ..config import Config, PluginSettings
 from ..errors import ModelUnavailableError
 from ..keywordrules import KeywordRules
 from ..models import shared_pool
-from ..onnxbackend import Backend, Gate, OrtNetwork, cached_export, cached_gate, choose, compare
+from ..onnxbackend import (
+    Backend,
+    Gate,
+    OrtNetwork,
+    Quantize,
+    cached_export,
+    cached_gate,
+    cached_quantized,
+    choose,
+    compare,
+    gate_photos,
+)
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Task, fingerprint_of
 from . import imagenet, package_file, package_version, require_module
 
+# numpy and PIL are imported where the network runs: a scan that only reads the fingerprints needs neither
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from PIL import Image
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +107,9 @@ def load_network(weights: Path) -> torch.nn.Module:
 
 def to_input(image: Image.Image, resize: Resize) -> np.ndarray:
     """One photo -> a 224x224x3 float32 array, normalised as the network was trained."""
+    import numpy as np
+    from PIL import Image
+
     if image.mode != "RGB":
         image = image.convert("RGB")
     if resize == "crop":
@@ -141,21 +156,40 @@ class EfficientNetRuntime:
         self.forward_images = 0
         self._cache: OrderedDict[Hashable, tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self._lock = threading.Lock()
+        # one batch at a time: when classify and embed run concurrently (``analyze_workers``), the second waits
+        # for the first's forward pass and takes its results from the cache instead of running the network again
+        self._forward_lock = threading.Lock()
 
     @classmethod
     def load(
-        cls, device: Device, backend: Backend = "torch", onnx_cache: Path | None = None
+        cls,
+        device: Device,
+        backend: Backend = "torch",
+        onnx_cache: Path | None = None,
+        quantize: Quantize = "none",
+        available: Sequence[str] | None = None,
     ) -> EfficientNetRuntime:
         """Load the packaged weights onto ``device``; with ``backend`` ``auto`` or ``onnx``, also the network
-        exported to ONNX (once, into ``onnx_cache``), used when it passes the accuracy gate
-        (:func:`phototag.onnxbackend.choose`)."""
+        exported to ONNX (once, into ``onnx_cache``; with ``quantize`` ``int8`` also quantised), used when it
+        passes the accuracy gate (:func:`phototag.onnxbackend.choose`; ``available``: the onnxruntime
+        providers, asked from onnxruntime by default)."""
         dtype = torch_dtype(device)
         weights = weights_path()
         net = load_network(weights).to(device=device.torch_device, dtype=dtype)
         runtime = cls(net, device.torch_device, dtype)
         setting = "plugins.classify.backend (and plugins.embed.backend)"
+        int8 = (
+            (lambda: open_onnx(weights, device, onnx_cache, "int8", available))
+            if quantize == "int8"
+            else None
+        )
         runtime.onnx, runtime.backend_reason = choose(
-            backend, setting, lambda: open_onnx(weights, device, onnx_cache)
+            backend,
+            setting,
+            lambda: open_onnx(weights, device, onnx_cache, "none", available),
+            open_int8=int8,
+            device=device,
+            available=available,
         )
         log.info("%s on %s: %s", MODEL_ID, device.torch_device, runtime.backend_reason)
         return runtime
@@ -166,7 +200,13 @@ class EfficientNetRuntime:
 
     def run(self, images: Sequence[DecodedImage], resize: Resize) -> list[tuple[np.ndarray, np.ndarray]]:
         """(features, probabilities) per image, in order; one batched forward pass for the uncached ones."""
-        keys = [(d.photo.content_hash, d.image.size, d.image.mode, resize) for d in images]
+        keys: list[Hashable] = [(d.photo.content_hash, d.image.size, d.image.mode, resize) for d in images]
+        with self._forward_lock:
+            return self._run(images, resize, keys)
+
+    def _run(
+        self, images: Sequence[DecodedImage], resize: Resize, keys: list[Hashable]
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         out: list[tuple[np.ndarray, np.ndarray] | None] = [None] * len(images)
         with self._lock:
             for i, key in enumerate(keys):
@@ -184,6 +224,8 @@ class EfficientNetRuntime:
         return [o for o in out if o is not None]
 
     def _forward(self, images: Sequence[Image.Image], resize: Resize) -> tuple[np.ndarray, np.ndarray]:
+        import numpy as np
+
         batch = np.stack([to_input(im, resize) for im in images])
         if self.onnx is not None:
             pooled, logits = self.onnx.run(batch.transpose(0, 3, 1, 2))
@@ -204,6 +246,8 @@ class EfficientNetRuntime:
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax in float32 (what the torch path computes)."""
+    import numpy as np
+
     z = np.asarray(logits, dtype=np.float32)
     e = np.exp(z - z.max(axis=1, keepdims=True))
     return e / e.sum(axis=1, keepdims=True)
@@ -227,29 +271,23 @@ def _pooled_and_logits(net: torch.nn.Module) -> torch.nn.Module:
 
 
 def gate_inputs() -> np.ndarray:
-    """Real photos for the accuracy gate, as a network batch (NCHW): the sample photos the pip packages carry
-    (:mod:`phototag.samples`), each whole, mirrored, centre-cropped and cropped to its left half."""
-    from ..samples import sample_sources
+    """Real photos for the accuracy gate (:func:`phototag.onnxbackend.gate_photos`), as a network batch
+    (NCHW)."""
+    import numpy as np
 
-    try:
-        sources = list(sample_sources().values())
-    except ImportError as e:
-        raise ModelUnavailableError(f"no sample photos to check ONNX Runtime against torch: {e}") from e
-    arrays = []
-    for src in sources:
-        with Image.open(src) as im:
-            rgb = im.convert("RGB")
-        w, h = rgb.size
-        for variant in (rgb, rgb.transpose(Image.Transpose.FLIP_LEFT_RIGHT), rgb.crop((w // 6, h // 6, w - w // 6,
-                        h - h // 6)), rgb.crop((0, 0, w // 2, h))):  # fmt: skip
-            arrays.append(to_input(variant, "squash"))
-    return np.stack(arrays).transpose(0, 3, 1, 2)
+    return np.stack([to_input(im, "squash") for im in gate_photos()]).transpose(0, 3, 1, 2)
 
 
-def open_onnx(weights: Path, device: Device, folder: Path | None = None) -> tuple[OrtNetwork, Gate]:
-    """The network exported to ONNX (once per weights file, :func:`phototag.onnxbackend.cached_export`) in an
-    ONNX Runtime session on ``device``, and its accuracy against fp32 torch on the CPU on real photos (checked
-    once per export)."""
+def open_onnx(
+    weights: Path,
+    device: Device,
+    folder: Path | None = None,
+    quantize: Quantize = "none",
+    available: Sequence[str] | None = None,
+) -> tuple[OrtNetwork, Gate]:
+    """The network exported to ONNX (once per weights file, :func:`phototag.onnxbackend.cached_export`; with
+    ``quantize`` ``int8`` then quantised, once) in an ONNX Runtime session on ``device``, and its accuracy
+    against fp32 torch on the CPU on real photos (checked once per export)."""
     import torch
 
     from ..files import hash_file
@@ -258,7 +296,9 @@ def open_onnx(weights: Path, device: Device, folder: Path | None = None) -> tupl
         return _pooled_and_logits(load_network(weights)), torch.zeros(1, 3, INPUT_SIZE, INPUT_SIZE)
 
     path = cached_export(MODEL_ID, hash_file(weights), build, ("pooled", "logits"), folder)
-    network = OrtNetwork(path, device)
+    if quantize == "int8":
+        path = cached_quantized(path)
+    network = OrtNetwork(path, device, available)
 
     def check() -> Gate:
         batch = gate_inputs()
@@ -301,9 +341,11 @@ class _EfficientNetAnalyzer:
 
             if torch.get_num_threads() != device.threads:
                 torch.set_num_threads(device.threads)
-        backend = self.settings.backend
-        key = (MODEL_ID, device.torch_device, str(torch_dtype(device)), backend)
-        self._runtime = shared_pool().acquire(key, lambda: EfficientNetRuntime.load(device, backend))
+        backend, quantize = self.settings.backend, self.settings.onnx_quantize
+        key = (MODEL_ID, device.torch_device, str(torch_dtype(device)), backend, quantize)
+        self._runtime = shared_pool().acquire(
+            key, lambda: EfficientNetRuntime.load(device, backend, quantize=quantize)
+        )
         self._key = key
 
     def unload(self) -> None:
@@ -340,6 +382,10 @@ class EfficientNetClassifier(_EfficientNetAnalyzer):
         twice as fast on a CPU; an error when it cannot be used); ``auto``: ONNX Runtime when it is installed
         (``pip install onnx onnxruntime``) and matches torch on real photos, else torch. Shared with
         ``embed``: both run on one network when they name the same backend."""
+        onnx_quantize: Quantize = "none"
+        """With ONNX Runtime: ``int8`` also quantises the export (dynamic int8, its matrix multiplications),
+        used only when it too matches fp32 torch on real photos, else the fp32 export is; ``none``: fp32 only.
+        For this convolutional network int8 gains little (its convolutions stay fp32)."""
         block: tuple[str, ...] = ()
         """Keywords never to write: names (``Pill bottle``) or paths, which drop everything below them
         (``Objects|Home|Clock``). Case is ignored."""
@@ -387,6 +433,10 @@ class EfficientNetEmbedder(_EfficientNetAnalyzer):
         twice as fast on a CPU; an error when it cannot be used); ``auto``: ONNX Runtime when it is installed
         (``pip install onnx onnxruntime``) and matches torch on real photos, else torch. Shared with
         ``classify``: both run on one network when they name the same backend."""
+        onnx_quantize: Quantize = "none"
+        """With ONNX Runtime: ``int8`` also quantises the export (dynamic int8, its matrix multiplications),
+        used only when it too matches fp32 torch on real photos, else the fp32 export is; ``none``: fp32 only.
+        Shared with ``classify`` like ``backend``."""
 
     settings: Settings
 
@@ -395,6 +445,8 @@ class EfficientNetEmbedder(_EfficientNetAnalyzer):
         return fingerprint_of(MODEL_ID, revision(), self.task, PREPROCESSING, EMBEDDING_DIM, s.resize)
 
     def analyze(self, images: Sequence[DecodedImage]) -> list[Analysis]:
+        import numpy as np
+
         out = []
         for features, _ in self.runtime.run(images, self.settings.resize):
             norm = float(np.linalg.norm(features))

@@ -18,10 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
 from pydantic import ConfigDict, Field
 
 from ..config import Config, PluginSettings
@@ -29,6 +27,11 @@ from ..errors import ModelUnavailableError
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Region, Tag, Task, fingerprint_of
 from . import require_module
 from .opencv import PooledOpenCVModel
+
+# numpy and PIL are imported where faces are found: a scan that finds its work done needs neither
+if TYPE_CHECKING:
+    import numpy as np
+    from PIL import Image
 
 MODEL_ID = "opencv-haar"
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -131,6 +134,8 @@ class HaarFaceDetector:
 
     def _grey(self, image: Image.Image) -> np.ndarray:
         import cv2
+        import numpy as np
+        from PIL import Image
 
         w, h = image.size
         scale = min(1.0, self.settings.input_size / min(w, h))
@@ -141,6 +146,8 @@ class HaarFaceDetector:
         return cv2.equalizeHist(grey) if self.settings.equalize else grey
 
     def _one(self, cascade: Any, image: Image.Image) -> Analysis:
+        import numpy as np
+
         s = self.settings
         grey = self._grey(image)
         h, w = grey.shape

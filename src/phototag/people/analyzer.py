@@ -35,9 +35,8 @@ import logging
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-import numpy as np
 from pydantic import Field
 
 from ..config import Config, PluginSettings
@@ -45,6 +44,9 @@ from ..types import Analysis, AnalyzerRun, Library, PhotoResult, Region, fingerp
 from ..xmpdesired import Box, iou, same_face
 from .cluster import Clustering, Decision, decide
 from .store import Face, PeopleStore
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -244,6 +246,8 @@ class PeopleAnalyzer:
 
     def _tentative(self, db: PeopleStore, faces: Sequence[Mapping[str, Any]]) -> list[Decision]:
         """Who the faces of a photo not stored yet are, against the people known now (nothing stored)."""
+        import numpy as np
+
         if self._known is None:
             known = [f for f in db.all_faces() if f.descriptor is not None]
             dim = len(known[0].descriptor) if known and known[0].descriptor is not None else 0
@@ -298,6 +302,8 @@ class PeopleAnalyzer:
 
 
 def _vector(face: Mapping[str, Any]) -> np.ndarray | None:
+    import numpy as np
+
     try:
         vector = np.asarray(face.get("descriptor") or (), dtype=np.float32).ravel()
     except (TypeError, ValueError):

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 UNASSIGNED = -1
 """Owner of a stored face that belongs to no person."""
@@ -45,6 +47,8 @@ class Decision:
 
 def per_person(vector: np.ndarray, vectors: np.ndarray, owners: np.ndarray) -> dict[int, float]:
     """Each person's nearest-face distance to ``vector`` (faces owned by :data:`UNASSIGNED` left out)."""
+    import numpy as np
+
     if len(vectors) == 0:
         return {}
     dist = np.linalg.norm(vectors - vector[None, :], axis=1)
@@ -59,6 +63,8 @@ def decide(
     vector: np.ndarray, vectors: np.ndarray, owners: np.ndarray, threshold: float, margin: float
 ) -> Decision:
     """The person ``vector`` confidently belongs to among the stored faces (``vectors``, ``owners``)."""
+    import numpy as np
+
     near = sorted(per_person(vector, vectors, owners).items(), key=lambda kv: kv[1])
     if not near:
         return Decision(None, None)
@@ -91,6 +97,8 @@ class Clustering:
         cls, vectors: Sequence[np.ndarray], owners: Sequence[int | None], keys: Sequence[object],
         threshold: float, margin: float, make: Callable[[], int], locked: Sequence[int] = (),
     ) -> Clustering:  # fmt: skip
+        import numpy as np
+
         dim = len(vectors[0]) if len(vectors) else 128
         matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), dim)
         owned = np.asarray([UNASSIGNED if o is None else o for o in owners], dtype=np.int64)
@@ -98,6 +106,8 @@ class Clustering:
 
     def decide(self, vector: np.ndarray) -> Decision:
         """:func:`decide` against every face so far, without adding it."""
+        import numpy as np
+
         return decide(
             np.asarray(vector, np.float32).ravel(), self.vectors, self.owners, self.threshold, self.margin
         )
@@ -108,6 +118,8 @@ class Clustering:
 
     def add(self, key: object, vector: np.ndarray, person: int | None = None) -> Decision:
         """Decide a new face (or place it with ``person``, the user's word) and remember it."""
+        import numpy as np
+
         vector = np.asarray(vector, dtype=np.float32).ravel()
         if person is not None:
             decision = Decision(person, self._distance_to(vector, person))
@@ -130,6 +142,8 @@ class Clustering:
 
     def _group(self, vector: np.ndarray, owner: int) -> int:
         """A new unnamed person of ``vector`` and the unassigned faces close to it, or UNASSIGNED."""
+        import numpy as np
+
         if not len(self.vectors):
             return owner
         dist = np.linalg.norm(self.vectors - vector[None, :], axis=1)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont, ImageOps
+if TYPE_CHECKING:
+    from PIL import Image
 
 CELL = 128
 """Side of one face crop, in pixels."""
@@ -15,6 +17,8 @@ PAD = 6
 def face_crop(photo: Path, box: tuple[float, float, float, float], cell: int = CELL) -> Image.Image:
     """The face at ``box`` (normalised x, y, w, h in the orientation-corrected frame) with some room around
     it, as a ``cell`` x ``cell`` square."""
+    from PIL import Image, ImageOps
+
     with Image.open(photo) as im:
         im.draft("RGB", (cell * 8, cell * 8))  # JPEG: decode small when the photo is large
         image = ImageOps.exif_transpose(im).convert("RGB")
@@ -32,6 +36,8 @@ def contact_sheet(
     crops: Sequence[Image.Image], title: str, columns: int = 6, cell: int = CELL
 ) -> Image.Image:
     """``crops`` in a grid under a ``title`` line."""
+    from PIL import Image, ImageDraw, ImageFont
+
     columns = max(1, min(columns, len(crops) or 1))
     rows = max(1, -(-len(crops) // columns))
     head = 28

@@ -19,10 +19,12 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..sqlitedb import SQLiteFile
+
+if TYPE_CHECKING:
+    import numpy as np
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS people (
@@ -87,6 +89,8 @@ _FACE_COLUMNS = (
 
 
 def _face(row: Sequence[object]) -> Face:
+    import numpy as np
+
     h, model, idx, x, y, w, hh, marks, quality, blob, dmodel, person, distance, source, user = row
     vector = np.frombuffer(blob, dtype=np.float32).copy() if isinstance(blob, bytes) else None
     return Face(
@@ -135,6 +139,8 @@ class PeopleStore(SQLiteFile):
 
     def replace_faces(self, content_hash: str, model: str, faces: Iterable[Face]) -> None:
         """Store the faces of these bytes for this face model, dropping what an older model stored for them."""
+        import numpy as np
+
         with self._tx() as db:
             db.execute("DELETE FROM faces WHERE content_hash = ?", (content_hash,))
             for f in faces:

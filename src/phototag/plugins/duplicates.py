@@ -12,10 +12,9 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from .. import hookimpl
 from ..config import Config, PluginSettings
@@ -34,6 +33,9 @@ from ..types import (
     Tag,
     fingerprint_of,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 NAME = "duplicates"
 TASK = "phash"
@@ -107,6 +109,8 @@ def copies_from(
     """:class:`Copy` of each photo recorded below ``under`` (all when empty), from its cached ``phash`` run
     (fingerprint ``fingerprint``) and its stored embedding (the embed run with ``embed_fingerprint``; any
     embed run when None)."""
+    import numpy as np
+
     photos = []
     folders: list[Path | None] = list(under) or [None]
     for folder in folders:
@@ -149,6 +153,8 @@ def copies_from(
 def neighbours_from_index(copies: Sequence[Copy], k: int = 16) -> Callable[[int], list[int]] | None:
     """Candidate pairs from the embedding index: the ``k`` nearest contents of each copy (None when no copy
     has an embedding)."""
+    import numpy as np
+
     from ..vectorindex import VectorIndex
 
     with_vectors = [c for c in copies if c.embedding is not None]

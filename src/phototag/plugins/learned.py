@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-import numpy as np
 
 from .. import hookimpl
 from ..config import Config, PluginSettings
@@ -48,6 +47,8 @@ class LearnedKeywords:
         return self.model.digest
 
     def contribute(self, result: PhotoResult, library: Library) -> Analysis | None:
+        import numpy as np
+
         for run in result.ok_runs:
             if run.fingerprint == self.model.embed and run.analysis is not None and run.analysis.embedding:
                 vector = np.asarray(run.analysis.embedding, dtype=np.float32)
@@ -94,6 +95,8 @@ def learn(state: Any) -> None:
 
     Trains one classifier per keyword you wrote (not phototag's) on the stored image embeddings, prints each
     keyword's cross-validated precision and recall, and saves the model beside the state DB."""
+    import numpy as np
+
     from ..exiftool import Exiftool
     from ..state import StateDB
 

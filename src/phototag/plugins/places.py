@@ -31,7 +31,6 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, IptcImagePlugin
 from pydantic import Field
 
 from .. import hookimpl
@@ -69,6 +68,8 @@ class PlacesSettings(PluginSettings):
 def read_gps(path: Path) -> tuple[tuple[float, float] | None, dict[str, str]]:
     """The photo's GPS position (EXIF, else embedded XMP) and the location fields the photo already holds.
     Raises :class:`~phototag.places.BadGps` for a position that cannot be right."""
+    from PIL import Image, IptcImagePlugin
+
     with Image.open(path) as im:
         xmp = im.info.get("xmp") or im.info.get("XML:com.adobe.xmp") or b""
         user = geo.xmp_location_fields(xmp) if xmp else {}

@@ -15,15 +15,17 @@ import contextlib
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import numpy as np
 
 from .. import hookimpl
 from ..errors import ConfigError, PhototagError
 from ..runtime import AnalyzerRuntime
 from ..types import Analyzer, Device, TextEmbedder
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def rank_by_vector(
@@ -34,6 +36,8 @@ def rank_by_vector(
     Vectors are normalised here, so stored vectors need not be. Items whose dimension differs from the query's
     (written by another model) are ignored.
     """
+    import numpy as np
+
     q = np.asarray(query, dtype=np.float32).ravel()
     q_norm = float(np.linalg.norm(q))
     kept = [(key, vec) for key, vec in items if np.asarray(vec).size == q.size]
@@ -63,6 +67,8 @@ def rank_stored(
     library is large: the index is loaded, brought up to date with what changed in the state DB (photos
     recorded or forgotten since), saved, and asked. Small libraries (fewer than ``exact_below`` stored
     vectors, default :data:`~phototag.vectorindex.EXACT_BELOW`) are ranked exactly, as before."""
+    import numpy as np
+
     from ..vectorindex import EXACT_BELOW
 
     if (db.row_count("embeddings") or 0) < (EXACT_BELOW if exact_below is None else exact_below):
@@ -84,6 +90,8 @@ def _signature(db: Any) -> tuple[int, ...]:
 def synced_index(db: Any, model: str, ndim: int, exact_below: int | None = None) -> Any:
     """The index of ``model``'s vectors of the photos recorded in ``db``, up to date (see :func:`rank_stored`);
     saved beside the state DB when it changed (not for a read-only database file's dry run)."""
+    import numpy as np
+
     from ..vectorindex import VectorIndex, index_path
 
     path = index_path(db.path, model)
@@ -219,6 +227,8 @@ def search(
 ) -> None:
     """Photos that match a text QUERY, best first (needs a CLIP-family embed model); with --text WORDS,
     photos whose text (read by OCR) holds the words."""
+    import numpy as np
+
     if words is not None:
         from .text import search_text_command
 
@@ -286,6 +296,8 @@ def _photo_vector(db: Any, embedder: Analyzer, photo: Path) -> np.ndarray | None
 
 
 def _embed_now(runtime: AnalyzerRuntime, embedder: Analyzer, photo: Path) -> np.ndarray:
+    import numpy as np
+
     from ..files import make_photo
     from ..images import decode
 
