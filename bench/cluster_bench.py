@@ -130,20 +130,52 @@ def hash_cost(folder: Path, size: int = 4 << 20) -> float:
     return best
 
 
-def estimate(driver_per: float, hashing: float, fixed: float) -> list[dict[str, Any]]:
+def write_cost(master: Path, work: Path, count: int = 100) -> float:
+    """Seconds per photo the writer actors spend (:func:`phototag.pipeline.write_photo` with the JSON sidecar
+    and the XMP sidecar through exiftool, folder lock included), in this process, on copies of the photos."""
+    from phototag.cluster.remote import WriterWorker
+    from phototag.config import load_config
+    from phototag.files import make_photo
+    from phototag.types import Analysis, AnalyzerRun, ModelInfo, PhotoResult, Tag
+
+    photos = fresh(master, work / "write", count)
+    tags = tuple(Tag(f"tag{k}", 0.9, ("Things", f"tag{k}")) for k in range(5))
+    run = AnalyzerRun("classify", "classify", ModelInfo("bench"), "f", Analysis(tags))
+    results = [PhotoResult(make_photo(p), 128, 96, (run,)) for p in sorted(photos.rglob("*.jpg"))]
+    before = os.environ.get("PHOTOTAG_PLUGINS")
+    os.environ["PHOTOTAG_PLUGINS"] = "sidecar,xmp"
+    try:
+        worker = WriterWorker(load_config(None, overrides={"state_db": str(work / "w.db")}, environ={}))
+        worker.write(results[:2])  # exiftool started
+        start = time.perf_counter()
+        written = worker.write(results)
+        seconds = (time.perf_counter() - start) / len(results)
+        worker.close()
+    finally:
+        if before is None:
+            del os.environ["PHOTOTAG_PLUGINS"]
+        else:
+            os.environ["PHOTOTAG_PLUGINS"] = before
+    if {w.status for w in written} != {"written"}:
+        raise SystemExit(f"write_cost: not every photo was written: {[w.message for w in written]}")
+    return seconds
+
+
+def estimate(driver_per: float, hashing: float, writing: float, fixed: float) -> list[dict[str, Any]]:
     """10M photos of 12 MP on N GPU nodes (16 cores, 1 GPU each): per node the slower of the GPU (GPU_ANCHOR)
-    and the read tasks (hash + draft decode, DECODE_12MP + ``hashing``) on the 15 cores the model actor leaves
-    them (:mod:`phototag.cluster.sizing`); the cluster capped by its one driver (``driver_per``: the driver's
-    CPU seconds per photo, measured)."""
+    and the read and write work (hash + draft decode + metadata write, DECODE_12MP + ``hashing`` +
+    ``writing``) on the 15 cores the model actor leaves them (:mod:`phototag.cluster.sizing`); the cluster
+    capped by its one driver (``driver_per``: the driver's CPU seconds per photo, measured: plan, claim,
+    record)."""
     total = 10_000_000
-    node_read = 15 / (DECODE_12MP + hashing)
+    node_read = 15 / (DECODE_12MP + hashing + writing)
     node_rate = min(node_read, GPU_ANCHOR)
     driver_rate = 1 / driver_per if driver_per > 0 else float("inf")
     out = []
     for nodes in (1, 2, 4, 8, 16, 32):
         rate = min(nodes * node_rate, driver_rate)
         hours = (fixed + total / rate) / 3600
-        limit = "driver" if rate == driver_rate else "read+decode" if node_read < GPU_ANCHOR else "GPU"
+        limit = "driver" if rate == driver_rate else "read+write" if node_read < GPU_ANCHOR else "GPU"
         out.append(
             {
                 "nodes": nodes,
@@ -216,14 +248,17 @@ def main(argv: list[str] | None = None) -> int:
             )
         ray1 = results["ray-1"]
         hashing = hash_cost(tmp)
+        writing = write_cost(master, tmp)
         driver = ray1["driver_cpu_per_photo_s"]
-        rows = estimate(driver, hashing, ray1["fixed_s"])
+        rows = estimate(driver, hashing, writing, ray1["fixed_s"])
         summary["hash_12mp_s"] = hashing
+        summary["write_s"] = writing
         summary["estimate_10M"] = rows
         print(
             "\n10M photos of 12 MP on N GPU nodes of 16 cores (paper estimate): rate = min(N * min(15 cores / "
-            f"({DECODE_12MP * 1000:.0f} ms draft decode + {hashing * 1000:.1f} ms hash), {GPU_ANCHOR:.0f} img/s "
-            f"GPU), 1 / driver CPU per photo ({driver * 1000:.2f} ms measured = {1 / driver:.0f} photos/s))"
+            f"({DECODE_12MP * 1000:.0f} ms draft decode + {hashing * 1000:.1f} ms hash + {writing * 1000:.1f} ms "
+            f"write JSON+XMP), {GPU_ANCHOR:.0f} img/s GPU), 1 / driver CPU per photo ({driver * 1000:.2f} ms "
+            f"measured = {1 / driver:.0f} photos/s))"
         )
         print("nodes  photos/s   hours  node-hours  limit")
         for row in rows:

@@ -413,22 +413,48 @@ def bench_shared(
 
 
 def bench_onnx(
-    report: Report, analyzers: Sequence[Analyzer], images: Sequence[DecodedImage], batch: int, repeats: int
+    report: Report,
+    analyzers: Sequence[Analyzer],
+    images: Sequence[DecodedImage],
+    batch: int,
+    repeats: int,
+    clip: str | None = None,
+    tiny: bool = False,
 ) -> dict[str, Any]:
-    """The bundled EfficientNet on fp32 torch against ONNX Runtime (the export made once, in the user's cache),
-    same photos, same batch size, same threads; and how close ONNX Runtime's outputs are on these photos (the
-    accuracy gate's figures)."""
-    from phototag.bundled.efficientnet import MODEL_ID, EfficientNetRuntime
+    """ONNX Runtime against fp32 torch: the bundled EfficientNet (torch, ONNX fp32, ONNX int8: same photos,
+    same batch size, same threads; each export made once, in the user's cache) and a CLIP model's towers
+    (:func:`bench_onnx_clip`), with the accuracy gate's verdicts and the agreement on these photos."""
+    out: dict[str, Any] = {}
+    if any(_model_id(a) == "efficientnet-lite0" for a in analyzers):
+        out["efficientnet"] = bench_onnx_efficientnet(report, images, batch, repeats)
+    out["clip"] = bench_onnx_clip(report, analyzers, images, batch, repeats, clip, tiny)
+    return out
+
+
+def _agreement(
+    reference: Sequence[tuple[np.ndarray, np.ndarray]], got: Sequence[tuple[np.ndarray, np.ndarray]]
+) -> Any:
+    """How close ``got`` is to ``reference`` (features, probabilities per photo): the gate's figures."""
     from phototag.onnxbackend import compare
 
-    users = [a for a in analyzers if _model_id(a) == MODEL_ID]
-    if not users:
-        return {}
+    return compare(
+        (np.stack([f for f, _ in reference]), np.stack([p for _, p in reference])),
+        (np.stack([f for f, _ in got]), np.stack([p for _, p in got])),
+    )
+
+
+def bench_onnx_efficientnet(
+    report: Report, images: Sequence[DecodedImage], batch: int, repeats: int
+) -> dict[str, Any]:
+    """EfficientNet-Lite0 forward passes on torch fp32 (the baseline), ONNX Runtime fp32 and int8."""
+    from phototag.bundled.efficientnet import MODEL_ID, EfficientNetRuntime
+
     threads = _torch_threads()
     cpu = Device("cpu", threads=threads)
     runtimes = {
         "torch": EfficientNetRuntime.load(cpu, "torch"),
         "onnx": EfficientNetRuntime.load(cpu, "onnx"),
+        "onnx_int8": EfficientNetRuntime.load(cpu, "onnx", quantize="int8"),
     }
     times: dict[str, list[float]] = {k: [] for k in runtimes}
     outputs: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
@@ -444,29 +470,188 @@ def bench_onnx(
             outputs[name] = results
     n = len(images)
     ms = {k: 1000 * min(v) / n for k, v in times.items()}
-    gate = compare(
-        (np.stack([f for f, _ in outputs["torch"]]), np.stack([p for _, p in outputs["torch"]])),
-        (np.stack([f for f, _ in outputs["onnx"]]), np.stack([p for _, p in outputs["onnx"]])),
-    )
     report.add(
         "onnx", f"{MODEL_ID} forward, torch fp32, batch {batch}", ms["torch"], "ms/image", note="baseline"
     )
-    report.add(
-        "onnx",
-        f"{MODEL_ID} forward, ONNX Runtime, batch {batch}",
-        ms["onnx"],
-        "ms/image",
-        ms["torch"] / ms["onnx"],
-        f"{threads} threads; gate: {runtimes['onnx'].backend_reason}",
+    doc: dict[str, Any] = {"ms_per_image": ms, "threads": threads, "gate": {}, "here": {}}
+    for name, label in (("onnx", "ONNX Runtime fp32"), ("onnx_int8", "ONNX Runtime int8")):
+        rt = runtimes[name]
+        runs = "int8" if rt.onnx is not None and rt.onnx.path.name.endswith("-int8.onnx") else "fp32"
+        report.add(
+            "onnx",
+            f"{MODEL_ID} forward, {label}, batch {batch}",
+            ms[name],
+            "ms/image",
+            ms["torch"] / ms[name],
+            f"{threads} threads; runs {runs}; gate: {rt.backend_reason}",
+        )
+        here = _agreement(outputs["torch"], outputs[name])
+        report.add(
+            "onnx",
+            f"{label} vs torch on these photos: top-1 agreement",
+            100 * here.top1_agreement,
+            "%",
+            note=f"min embedding cosine {here.min_cosine:.6f} (gate: top-1 >= 99%, cosine >= 0.99)",
+        )
+        doc["gate"][name], doc["here"][name] = rt.backend_reason, asdict(here)
+    return doc
+
+
+def _clip_model(analyzers: Sequence[Analyzer], clip: str | None) -> tuple[str | None, str]:
+    """The CLIP-family model to measure and where it came from: ``--onnx-clip``, else a configured zero-shot
+    classify or dual-encoder embed, else the default CLIP if the Hugging Face cache has it; None and why not."""
+    from phototag.hf.classify import HFClassifier
+    from phototag.hf.embed import HFEmbedder, is_dual_encoder
+    from phototag.hf.loading import load_config as load_model_config
+    from phototag.hf.loading import resolve_model
+
+    if clip:
+        return clip, "--onnx-clip"
+    for a in analyzers:
+        if isinstance(a, HFClassifier | HFEmbedder):
+            model = str(a.settings.model)  # type: ignore[attr-defined]
+            try:
+                if is_dual_encoder(load_model_config(resolve_model(model, download=False))):
+                    return model, f"plugins.{a.name}.model"
+            except PhototagError:
+                continue
+    default = "openai/clip-vit-base-patch32"
+    try:
+        resolve_model(default, download=False)
+    except PhototagError:
+        return None, (
+            f"no local CLIP model: {default} is not in the Hugging Face cache; pass --onnx-clip MODEL (a folder or "
+            "a cached hub id) or configure a CLIP in plugins.classify/embed"
+        )
+    return default, "the Hugging Face cache"
+
+
+def bench_onnx_clip(
+    report: Report,
+    analyzers: Sequence[Analyzer],
+    images: Sequence[DecodedImage],
+    batch: int,
+    repeats: int,
+    clip: str | None,
+    tiny: bool,
+) -> dict[str, Any]:
+    """A CLIP model's image and text towers on torch fp32 (the baseline), ONNX Runtime fp32 and ONNX Runtime
+    int8 (each export made once, in the user's cache): each tower's gate verdict and its agreement with torch
+    on these photos, and the speed (ms/image for the image tower, ms/text over the bundled vocabulary's
+    prompts) only for a full-size model: the tiny random models of ``--tiny`` are a correctness check, their
+    speed means nothing. int8 is timed even when it fails the gate (then the plugins use fp32), and says so."""
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    from phototag.hf.embed import image_features, text_features
+    from phototag.hf.loading import load_config as load_model_config
+    from phototag.hf.loading import load_model, load_processor, release_model, resolve_model
+    from phototag.hf.onnxtowers import TowerOpener, gate_texts
+    from phototag.onnxbackend import compare
+
+    model, origin = _clip_model(analyzers, clip)
+    if model is None:
+        print(f"  CLIP on ONNX Runtime: skipped, {origin}")
+        return {"skipped": origin}
+    source = resolve_model(model, download=False)
+    model_config = load_model_config(source)
+    width = int(getattr(model_config.vision_config, "hidden_size", 0))
+    toy = tiny or width < 128  # the tiny test models are 32 wide; the smallest real CLIP vision tower is 768
+    what = (
+        "tiny random weights: a correctness check, speed not measured"
+        if toy
+        else f"full-size, vision width {width}: speed measured"
     )
-    report.add(
-        "onnx",
-        "ONNX Runtime vs torch on these photos: top-1 agreement",
-        100 * gate.top1_agreement,
-        "%",
-        note=f"min embedding cosine {gate.min_cosine:.6f} (gate: top-1 >= 99%, cosine >= 0.99)",
-    )
-    return {"ms_per_image": ms, "gate_here": asdict(gate), "gate": runtimes["onnx"].backend_reason}
+    print(f"  CLIP on ONNX Runtime: {_short(model)} ({origin}; {what})")
+    threads = _torch_threads()
+    cpu = Device("cpu", threads=threads, dtype="float32")
+    net = load_model(source, AutoModel, cpu)
+    try:
+        processor = load_processor(source, AutoImageProcessor)
+        tokenizer = load_processor(source, AutoTokenizer)
+        opener = TowerOpener(net, source, model_config, processor, tokenizer, cpu)
+        towers = {q: {t: opener.open(t, q) for t in ("vision", "text")} for q in ("none", "int8")}
+        texts = gate_texts()
+
+        def embed(variant: str) -> tuple[np.ndarray, np.ndarray, float, float]:
+            q = {"onnx": "none", "onnx_int8": "int8"}.get(variant)
+            vision = towers[q]["vision"][0] if q else None
+            text = towers[q]["text"][0] if q else None
+            t = time.perf_counter()
+            image = np.concatenate(
+                [
+                    image_features(net, processor, images[i : i + batch], vision).numpy()
+                    for i in range(0, len(images), batch)
+                ]
+            )
+            t_image = time.perf_counter() - t
+            t = time.perf_counter()
+            words = text_features(
+                net, tokenizer, model_config, texts, chunk=batch * 8, text_tower=text
+            ).numpy()
+            return image, words, t_image, time.perf_counter() - t
+
+        variants = ("torch", "onnx", "onnx_int8")
+        times: dict[str, dict[str, list[float]]] = {v: {"image": [], "text": []} for v in variants}
+        vectors: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        for r in range(repeats + 1):  # the first round is a warm-up
+            for v in variants:
+                image, words, t_image, t_text = embed(v)
+                if r:
+                    times[v]["image"].append(t_image)
+                    times[v]["text"].append(t_text)
+                vectors[v] = (image, words)
+        doc: dict[str, Any] = {"model": model, "origin": origin, "full_size": not toy, "towers": {}}
+        ref_image, ref_text = vectors["torch"]
+        for v, q in (("onnx", "none"), ("onnx_int8", "int8")):
+            label = "ONNX Runtime " + ("int8" if q == "int8" else "fp32")
+            image, words = vectors[v]
+            # zero-shot over the vocabulary's prompts with the other tower from torch, as the gate does
+            here = {
+                "vision": compare((ref_image, ref_image @ ref_text.T), (image, image @ ref_text.T)),
+                "text": compare((ref_text, ref_image @ ref_text.T), (words, ref_image @ words.T)),
+            }
+            doc["towers"][v] = {}
+            for tower in ("vision", "text"):
+                gate = towers[q][tower][1]
+                verdict = (
+                    "passed" if gate.passed else "FAILED, the plugins would not use it"
+                ) + f": {gate.describe()}"
+                report.add(
+                    "onnx",
+                    f"CLIP {'image' if tower == 'vision' else 'text'} tower, {label}: top-1 vs torch here",
+                    100 * here[tower].top1_agreement,
+                    "%",
+                    note=f"min cosine {here[tower].min_cosine:.5f}; gate {verdict}"
+                    + ("; tiny random model: correctness only" if toy else ""),
+                )
+                doc["towers"][v][tower] = {
+                    "gate": asdict(gate),
+                    "passed": gate.passed,
+                    "here": asdict(here[tower]),
+                }
+        if toy:
+            print("  CLIP speed: skipped, the weights are tiny and random (their speed means nothing)")
+            return doc
+        per = {"image": len(images), "text": len(texts)}
+        ms = {v: {k: 1000 * min(t) / per[k] for k, t in times[v].items()} for v in variants}
+        for kind, unit in (("image", "ms/image"), ("text", "ms/text")):
+            base = ms["torch"][kind]
+            what = f"batch {batch}" if kind == "image" else f"{len(texts)} prompts, {batch * 8} a call"
+            report.add("onnx", f"CLIP {kind} tower, torch fp32, {what}", base, unit, note="baseline")
+            for v in ("onnx", "onnx_int8"):
+                label = "ONNX Runtime " + ("int8" if v == "onnx_int8" else "fp32")
+                report.add(
+                    "onnx",
+                    f"CLIP {kind} tower, {label}",
+                    ms[v][kind],
+                    unit,
+                    base / ms[v][kind],
+                    f"{threads} threads",
+                )
+        doc["ms"] = ms
+        return doc
+    finally:
+        release_model(source, AutoModel, cpu)
 
 
 # -- 4. metadata --------------------------------------------------------------------------------------------------
@@ -609,9 +794,11 @@ def naive_loop(
 def pipeline_scan(pipeline: Pipeline, config: Config, folder: Path, n: int) -> dict[str, Any]:
     """One ``Pipeline.run`` over ``folder`` (walk, stat, hash, decode, analyze, write XMP + JSON, record)."""
     outcomes: list[Outcome] = []
+    stages = dict(pipeline.stage_seconds)
     t = time.perf_counter()
     summary = pipeline.run(iter_photos([folder], config), on_outcome=outcomes.append)
     seconds = time.perf_counter() - t
+    stages = {k: v - stages[k] for k, v in pipeline.stage_seconds.items()}
     if summary.tagged != n:  # a correctness check, not a timing one
         problems = "; ".join(o.message for o in summary.failures[:3])
         raise SystemExit(f"the pipeline tagged {summary.tagged} of {n} photos: {problems}")
@@ -623,6 +810,11 @@ def pipeline_scan(pipeline: Pipeline, config: Config, folder: Path, n: int) -> d
         "seconds": seconds,
         "images_per_s": n / seconds,
         "analyzer_ms_per_image": _per_image(in_model, n),
+        # the run's wall time outside the analyze stage: walk, stat, hash, waiting for decode, writes, records
+        "analyze_stage_ms_per_image": stages["analyze"] * 1000 / n,
+        "prepare_wait_ms_per_image": stages["prepare_wait"] * 1000 / n,
+        "non_model_share": 1 - stages["analyze"] / seconds,
+        "analyze_workers": pipeline.analyze_workers,
     }
 
 
@@ -640,6 +832,7 @@ def bench_whole(
     n = len(paths)
     naive_runs: list[dict[str, Any]] = []
     pipe_runs: list[dict[str, Any]] = []
+    serial_runs: list[dict[str, Any]] = []  # analyze_workers 1: one analyzer after the other
     pipelines: list[Pipeline] = []
     try:
         for r in range(repeats):
@@ -648,17 +841,26 @@ def bench_whole(
                 folder = copy_tree(paths, work / f"naive-{r}")
                 naive_runs.append(naive_loop(config, folder, runtime, min_side, f"naive{r}"))
 
-            def piped(r: int = r) -> None:
-                folder = work / f"pipeline-{r}"
+            def piped(r: int = r, workers: int = 0, runs: list[dict[str, Any]] = pipe_runs) -> None:
+                folder = work / f"pipeline-{r}-{workers}"
                 copy_tree(paths, folder)
-                cfg = config.model_copy(update={"state_db": work / f"state-{r}" / "state.db"})
+                cfg = config.model_copy(
+                    update={
+                        "state_db": work / f"state-{r}-{workers}" / "state.db",
+                        "analyze_workers": workers,
+                    }
+                )
                 # models are already loaded (shared pool): the setup is plugin registration only
                 pipelines.append(Pipeline.from_config(cfg))
-                pipe_runs.append(pipeline_scan(pipelines[-1], cfg, folder, n) | {"folder": str(folder)})
+                runs.append(pipeline_scan(pipelines[-1], cfg, folder, n) | {"folder": str(folder)})
 
-            for step in (naive, piped) if r % 2 == 0 else (piped, naive):
+            def serial(r: int = r) -> None:
+                piped(r, 1, serial_runs)
+
+            for step in (naive, piped, serial) if r % 2 == 0 else (serial, piped, naive):
                 step()
-        last, folder = pipelines[-1], Path(pipe_runs[-1]["folder"])
+        last = next(p for p in reversed(pipelines) if p.config.analyze_workers == 0)
+        folder = Path(pipe_runs[-1]["folder"])
         rescans = []
         for _ in range(5):
             t = time.perf_counter()
@@ -673,6 +875,7 @@ def bench_whole(
             p.state.close()
     best_naive = max(naive_runs, key=lambda x: x["images_per_s"])
     best = max(pipe_runs, key=lambda x: x["images_per_s"])
+    best_serial = max(serial_runs, key=lambda x: x["images_per_s"])
     rescan_rate = n / min(rescans)
     hash_ms = _median([_hash_ms(p) for p in paths[: min(n, 8)]])
     of = f"best of {repeats}"
@@ -684,7 +887,15 @@ def bench_whole(
         best["images_per_s"],
         "images/s",
         best["images_per_s"] / best_naive["images_per_s"],
-        f"{of}; XMP + JSON written",
+        f"{of}; XMP + JSON written; analyze_workers {best['analyze_workers']}",
+    )
+    report.add(
+        "whole",
+        "  the same, analyze_workers 1 (one analyzer at a time)",
+        best_serial["images_per_s"],
+        "images/s",
+        best["images_per_s"] / best_serial["images_per_s"],
+        f"{of}; ratio: the default's speed over this",
     )
     report.add(
         "whole",
@@ -714,10 +925,18 @@ def bench_whole(
     )
     report.add(
         "whole",
-        "  pipeline: everything else",
-        1000 / best["images_per_s"] - sum(best["analyzer_ms_per_image"].values()),
+        "  pipeline: the analyze stage (wall)",
+        best["analyze_stage_ms_per_image"],
         "ms/image",
-        note="walk, hash, decode, write, record (decode overlaps)",
+        note=f"analyzers overlap: {best['analyze_workers']} at a time",
+    )
+    report.add(
+        "whole",
+        "  pipeline: non-model overhead (wall outside the analyze stage)",
+        1000 / best["images_per_s"] - best["analyze_stage_ms_per_image"],
+        "ms/image",
+        note=f"{best['non_model_share']:.1%} of wall (target <= 10%): walk, stat, hash, decode not overlapped "
+        f"(waited {best['prepare_wait_ms_per_image']:.1f} ms/image), writes, records",
     )
     report.add(
         "whole",
@@ -732,6 +951,9 @@ def bench_whole(
         "pipeline_runs": pipe_runs,
         "naive_images_per_s": best_naive["images_per_s"],
         "pipeline_images_per_s": best["images_per_s"],
+        "serial_runs": serial_runs,
+        "serial_images_per_s": best_serial["images_per_s"],
+        "non_model_share": best["non_model_share"],
         "rescan_files_per_s": rescan_rate,
         "rescan_seconds": rescans,
         "hash_ms_per_file": hash_ms,
@@ -1102,6 +1324,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
     ap.add_argument(
+        "--onnx-clip",
+        default=None,
+        metavar="MODEL",
+        help="CLIP model (local folder or cached hub id) for the ONNX Runtime rows (default: a configured CLIP)",
+    )
+    ap.add_argument(
         "--sections",
         default=",".join(SECTIONS),
         help=f"comma-separated, of {', '.join(ALL_SECTIONS)} (default: {','.join(SECTIONS)})",
@@ -1233,7 +1461,7 @@ def _pipeline_sections(
     decoded = [decode(make_photo(p), min_side, config.image) for p in paths]
     per_task, analyses = bench_analyzers(report, runtime, decoded, config.batch_size, args.repeats)
     shared = bench_shared(report, runtime, decoded, config.batch_size, args.repeats)
-    onnx = bench_onnx(report, analyzers, decoded, config.batch_size, args.repeats)
+    onnx = bench_onnx(report, analyzers, decoded, config.batch_size, args.repeats, args.onnx_clip, args.tiny)
     del decoded
     meta = bench_metadata(report, config, work, paths, analyzers, analyses)
     whole = bench_whole(report, config, work, paths, runtime, min_side, args.repeats)

@@ -57,14 +57,19 @@ def _cmdline(pid: int) -> str:
 
 
 class Cluster:
-    """``nodes``: per node, its Ray resources (``CPU`` and any labels); the first is the head."""
+    """``nodes``: per node, its Ray resources (``CPU`` and any labels); the first is the head. With ``client``
+    the head also runs a Ray Client server (needs ``ray[client]``), at :attr:`client_address`."""
 
-    def __init__(self, root: Path, nodes: list[Mapping[str, float]], env: Mapping[str, str]) -> None:
+    def __init__(
+        self, root: Path, nodes: list[Mapping[str, float]], env: Mapping[str, str], client: bool = False
+    ) -> None:
         self.root = root
         self.nodes = nodes
         self.env = dict(env)
         self.port = _free_port()
         self.address = f"127.0.0.1:{self.port}"
+        self.client_port = _free_port() if client else None
+        self.client_address = f"ray://127.0.0.1:{self.client_port}" if client else None
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -79,6 +84,8 @@ class Cluster:
                     "--include-dashboard=false",
                     f"--temp-dir={self.root}",
                 ]
+                if self.client_port is not None:
+                    args += [f"--ray-client-server-port={self.client_port}"]
             else:
                 args += [f"--address={self.address}"]
             log = open(self.root / f"node{k}.log", "wb")  # noqa: SIM115  # closed with the process
@@ -122,10 +129,13 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def ray_cluster(*nodes: Mapping[str, float], env: Mapping[str, str] | None = None) -> Iterator[Cluster]:
-    """A running cluster of ``nodes`` (default one CPU each), stopped and its files removed on exit."""
+def ray_cluster(
+    *nodes: Mapping[str, float], env: Mapping[str, str] | None = None, client: bool = False
+) -> Iterator[Cluster]:
+    """A running cluster of ``nodes`` (default one CPU each), stopped and its files removed on exit; ``client``:
+    with a Ray Client server on the head."""
     root = Path(tempfile.mkdtemp(prefix="rt", dir="/tmp"))  # short: Ray's socket paths must fit 107 bytes
-    cluster = Cluster(root, [{"CPU": 1.0, **n} for n in nodes], env or os.environ)
+    cluster = Cluster(root, [{"CPU": 1.0, **n} for n in nodes], env or os.environ, client)
     try:
         cluster.start()
         yield cluster

@@ -22,19 +22,28 @@ from pathlib import Path
 import pytest
 
 from cluster_photos import make_variants
-from phototag.cluster.remote import check_paths
-from phototag.cluster.sizing import DECODE_CPUS, plan_actors
+from phototag.cluster.remote import WriterWorker, check_paths
+from phototag.cluster.sizing import DECODE_CPUS, plan_actors, plan_writers
+from phototag.config import load_config
 from phototag.extras import MissingExtra
+from phototag.files import make_photo
+from phototag.types import Analysis, AnalyzerRun, ModelInfo, PhotoResult, Tag
 from ray_cluster import VENV_BIN, Cluster, ray_cluster
 
 ray = pytest.importorskip("ray")
 
 ENV = {**os.environ, "PHOTOTAG_PLUGINS": "classify,sidecar", "RAY_USAGE_STATS_ENABLED": "0"}
+try:  # Ray Client (ray://) needs ray[client]: grpcio
+    import grpc  # noqa: F401
+
+    HAS_CLIENT = True
+except ImportError:
+    HAS_CLIENT = False
 
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    with ray_cluster({"head_node": 1.0}, {"second_node": 1.0}, env=ENV) as c:
+    with ray_cluster({"head_node": 1.0}, {"second_node": 1.0}, env=ENV, client=HAS_CLIENT) as c:
         yield c
 
 
@@ -107,6 +116,9 @@ def test_actors_leave_cpus_for_decode_tasks() -> None:
     for node in nodes[:3]:  # every node keeps at least one decode task's share free of actors
         cpus = node["Resources"]["CPU"]  # type: ignore[index]
         assert cpus - sum(by_node[str(node["NodeID"])]) >= DECODE_CPUS - 1e-9
+    # writers where the analysing nodes are: one per 4 CPUs, at least one; none on a node that analyses nothing
+    nodes.append({"NodeID": "nocpu", "Alive": True, "Resources": {"CPU": 0.0}})
+    assert plan_writers(nodes, specs) == {"gpu": 4, "cpu": 4, "tiny": 1}
 
 
 def test_storage_check_names_the_unreadable_photo(tmp_path: Path) -> None:
@@ -133,6 +145,46 @@ def test_a_small_scan_stays_local_and_says_so(master: Path, tmp_path: Path) -> N
     assert done.returncode == 0, done.stderr
     assert "using the local runner" in done.stderr
     assert sorted(o["status"] for o in _outcomes(done.stdout)) == ["tagged"] * 5
+
+
+def test_the_writer_actor_writes_idempotently_and_never_over_a_changed_photo(
+    master: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer actor's class, in this process (Ray only moves it): real JSON sidecar and XMP (exiftool)
+    writers. Writing a batch twice (a retry after the actor died) gives the same files; a photo that changed
+    after it was planned is not written, and what came back names that for the driver to record."""
+    monkeypatch.setenv("PHOTOTAG_PLUGINS", "sidecar,xmp")
+    same, changed = _copy(master, tmp_path / "photos", 2)
+    config = load_config(None, overrides={"state_db": str(tmp_path / "state.db")}, environ={})
+    run = AnalyzerRun(
+        "classify", "classify", ModelInfo("m"), "f", Analysis((Tag("Cat", 0.9, ("Animals", "Cat")),))
+    )
+    results = [PhotoResult(make_photo(p), 160, 120, (run,)) for p in (same, changed)]
+    with changed.open("ab") as f:  # another program changes it after it was planned
+        f.write(b"\0")
+    worker = WriterWorker(config)
+    try:
+        assert set(worker.describe()["fingerprints"]) == {"writer:sidecar", "writer:xmp"}  # type: ignore[arg-type]
+        first = worker.write(results)
+        files = {p: p.read_bytes() for p in (Path(f"{same}.phototag.json"), Path(f"{same}.xmp"))}
+        second = worker.write(results)
+    finally:
+        worker.close()
+    assert [w.status for w in first] == ["written", "changed"]
+    assert first[0] == second[0] and sorted(first[0].outputs) == [
+        f"{same.name}.phototag.json",
+        f"{same.name}.xmp",
+    ]
+    assert first[0].photo == results[0].photo  # sidecar mode: the photo itself untouched
+    assert first[1].photo is not None and first[1].photo.size == results[1].photo.size + 1
+    for path, before in files.items():  # written again, the same (the JSON's time of writing aside)
+        if path.suffix == ".json":
+            assert {**json.loads(path.read_text()), "written": 0} == {**json.loads(before), "written": 0}
+        else:
+            assert path.read_bytes() == before
+    assert sorted(p.name for p in changed.parent.iterdir() if p.name.startswith(changed.stem)) == [
+        changed.name
+    ]
 
 
 # -- on the cluster ---------------------------------------------------------------------------------------------
@@ -190,22 +242,27 @@ def test_two_hundred_photos_tagged_once_as_locally(cluster: Cluster, master: Pat
 
 
 @pytest.mark.slow
-def test_a_model_worker_killed_mid_run_is_replaced(cluster: Cluster, master: Path, tmp_path: Path) -> None:
+def test_a_model_and_a_writer_actor_killed_mid_run_are_replaced(
+    cluster: Cluster, master: Path, tmp_path: Path
+) -> None:
     photos = _copy(master, tmp_path / "photos", 200)
     args = [str(VENV_BIN / "phototag"), "scan", str(tmp_path / "photos"), "--json", "-c", str(_config(tmp_path)),
             "--ray", cluster.address, "--ray-always"]  # fmt: skip
     driver = subprocess.Popen(args, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert driver.stdout is not None
     lines = [driver.stdout.readline() for _ in range(16)]  # the run is under way
-    victims = cluster.workers("ModelWorker")
-    assert victims, "no model actor process found"
-    os.kill(victims[0], signal.SIGKILL)
+    victims = [cluster.workers("ModelWorker"), cluster.workers("WriterWorker")]
+    assert victims[0], "no model actor process found"
+    assert victims[1], "no writer actor process found: the workers must write"
+    for pids in victims:
+        os.kill(pids[0], signal.SIGKILL)
     rest, err = driver.communicate(timeout=600)
     assert driver.returncode == 0, err
     outcomes = _outcomes("".join(lines) + rest)
     assert sorted(str(o["path"]) for o in outcomes) == sorted(map(str, photos))
     assert {o["status"] for o in outcomes} == {"tagged"}
-    assert victims[0] not in cluster.workers("ModelWorker")
+    assert victims[0][0] not in cluster.workers("ModelWorker")
+    assert victims[1][0] not in cluster.workers("WriterWorker")
     for photo in photos:
         assert _sidecar(photo)["keywords"] is not None
 
@@ -238,6 +295,26 @@ def test_a_killed_driver_resumes_with_nothing_done_twice(
     assert len(tagged_second) >= len(photos) - len(tagged_first) - 8 * 4
     for photo in photos:
         assert _sidecar(photo)["keywords"] is not None
+
+
+@pytest.mark.skipif(not HAS_CLIENT, reason="Ray Client (ray://) needs ray[client]: pip install grpcio")
+def test_a_scan_through_ray_client_matches_local(cluster: Cluster, master: Path, tmp_path: Path) -> None:
+    """``--ray ray://HOST:PORT``: the driver talks to the cluster through the head's Ray Client server."""
+    assert cluster.client_address is not None
+    on_ray, local = tmp_path / "ray" / "photos", tmp_path / "local" / "photos"
+    photos = _copy(master, on_ray, 8)
+    _copy(master, local, 8)
+    # Ray Client gives up after 3 tries of 5, 10, 20 s; the head starts a server process per client, which on
+    # this busy 2-core machine once took longer than that: wait up to 15 + 30 + 30 s
+    env = {**ENV, "RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S": "15"}
+    done = _scan(on_ray, "--ray", cluster.client_address, "--ray-always", env=env)
+    assert done.returncode == 0, done.stderr
+    outcomes = _outcomes(done.stdout)
+    assert sorted(str(o["path"]) for o in outcomes) == sorted(map(str, photos))
+    assert {o["status"] for o in outcomes} == {"tagged"}
+    assert _scan(local).returncode == 0
+    for photo in photos:
+        assert _sidecar(photo) == _sidecar(local / photo.relative_to(on_ray))
 
 
 @pytest.mark.slow

@@ -53,6 +53,8 @@ NOT_IMPORTED: dict[str, str] = {
     # FastAPI parses multipart uploads with it, starlette renders the web page's templates with it (serve extra)
     "python-multipart": "",
     "jinja2": "",
+    # Ray Client (ray://) needs it: ray imports it (the ray extra)
+    "grpcio": "",
     # the siglip extra: transformers imports them to load SigLIP's tokenizer
     "sentencepiece": "",
     "protobuf": "",

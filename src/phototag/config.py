@@ -211,6 +211,10 @@ class Config(Section):
     """Torch threads; 0 picks from the hardware probe."""
     batch_size: int = Field(8, ge=1, le=1024)
     decode_workers: int = Field(2, ge=1, le=64)
+    analyze_workers: int = Field(0, ge=0, le=16)
+    """Analyzers run at once on a batch (each on the whole batch). 0 picks: 2 when the machine has two or more
+    CPU cores, else 1. Models that leave cores idle (dlib's faces use one core; OpenCV and ONNX Runtime release
+    Python's lock) then overlap; 1 runs them one after the other."""
     image: ImageSettings = ImageSettings()
     metadata: MetadataSettings = MetadataSettings()
     exiftool: ExiftoolSettings = ExiftoolSettings()

@@ -7,7 +7,8 @@ The one code path behind ``phototag scan`` and ``phototag watch``. Stages, in or
    sidecar, :mod:`phototag.recover`); claim the photos that still need a model (:mod:`phototag.claims`: two
    processes never analyse one photo) and decode them (JPEG draft mode, to the largest ``input_size``).
 2. **analyze**: each analyzer that has work gets the whole batch at once, through the analyzer runtime
-   (:mod:`phototag.runtime`), inside its own error boundary.
+   (:mod:`phototag.runtime`), inside its own error boundary; ``analyze_workers`` analyzers at a time, the
+   slowest (as last measured) first, so that a model using one core overlaps with the others.
 3. **write**: under the folder's lock (:mod:`phototag.folderlock`), each writer in its own error boundary, with
    what library analyzers contribute (:mod:`phototag.library`); a file that changed on disk since step 1 is not
    written (it will be picked up again).
@@ -15,12 +16,19 @@ The one code path behind ``phototag scan`` and ``phototag watch``. Stages, in or
    re-scan is stat-only and our own write does not look like a change. Library analyzers are told what changed
    and may ask for photos done earlier to be written again (from cache).
 
-:meth:`Pipeline.run` overlaps the prepare stage of the next batch with the analysis of the current one, and
-tells the photos that are done and unchanged apart before any batch (:class:`_DoneFolders`: one read of the
-state DB per folder, then a dict lookup and a stat per photo), so that a re-scan runs near the speed of a
-bare walk of the tree.
+:meth:`Pipeline.run` overlaps three batches: it prepares the next one while it analyses the current one and
+writes the one before (on its own thread, in order), and tells the photos that are done and unchanged apart
+before any batch (:class:`DoneFolders`: one read of the state DB per folder, then a dict lookup and a stat per
+photo), so that a re-scan runs near the speed of a bare walk of the tree.
 
-Why one module of ~500 lines: the four stages share the per-photo ``_Item`` and the batch's bookkeeping
+The stages are public, for another runner to drive them with the same code (:mod:`phototag.cluster` runs
+the reading, analysis and writing on Ray workers): :meth:`Pipeline.check` (stat only), :func:`read_photo`
+(hash), :meth:`Pipeline.plan` and :meth:`Pipeline.claim`, then :meth:`Pipeline.result` (with the library
+analyzers' contributions), :func:`write_photo` / :func:`write_locked` (may run in any process that sees the
+photo; returns a small picklable :class:`Written`), :meth:`Pipeline.record` (the state DB: only its process)
+and :meth:`Pipeline.settle` (claims released, library analyzers told). The local run calls exactly these.
+
+Why one module of ~800 lines: the four stages share the per-photo :class:`Item` and the batch's bookkeeping
 (fingerprints, claims, cleaned folders); split apart, each would need all of it passed around.
 """
 
@@ -36,7 +44,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pluggy
 
@@ -50,7 +58,7 @@ from .errors import (
 )
 from .files import hash_file, make_photo
 from .folderlock import FolderBusy, folder_lock
-from .hardware import Hardware
+from .hardware import Hardware, usable_cores
 from .images import decode, photo_dimensions
 from .library import LibraryStage, StateLibrary
 from .manager import get_plugin_manager, notify
@@ -78,8 +86,10 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Item:
-    """One path on its way through a batch."""
+class Item:
+    """One path on its way through a batch: made by :meth:`Pipeline.check`, completed by :meth:`Pipeline.plan`,
+    analysed (``runs``), then written and recorded. Public so that another runner (:mod:`phototag.cluster`)
+    drives the same stages; ``outcome`` set means the item is finished."""
 
     path: Path
     photo: Photo | None = None
@@ -91,6 +101,37 @@ class _Item:
     outcome: Outcome | None = None  # set when the item is finished early (skipped, failed)
     claimed: bool = False  # this process claimed it for analysis (claims.py)
     known: bool = False  # the state DB had a record of this path (then no model run = "rewritten")
+
+
+_Item = Item  # the name the analysis stage uses
+
+
+WriteStatus = Literal["written", "changed", "writer-failed", "busy", "failed", "dry-run"]
+
+
+@dataclass(frozen=True)
+class Written:
+    """What writing one photo's metadata did (:func:`write_locked`): all that :meth:`Pipeline.record` needs, and
+    small and picklable, so that the write can run in another process (a Ray worker where the photo is) and the
+    state DB be written by the one process that holds it.
+
+    ``status``: ``written`` (``photo`` as on disk after the write, ``outputs`` the files the writers made);
+    ``changed`` (the file changed since it was planned: nothing written; ``photo`` has its stat now);
+    ``writer-failed`` (a writer raised: ``message``, ``transient``; ``photo`` its stat after, if any);
+    ``busy`` (the folder's lock was not free), ``failed`` (the file could not be re-checked or re-read:
+    nothing is recorded); ``dry-run`` (nothing was to be written)."""
+
+    status: WriteStatus
+    photo: Photo | None = None
+    outputs: tuple[str, ...] = ()
+    message: str = ""
+    transient: bool = False
+
+
+def slowest_first(names: Sequence[str], seconds: dict[str, float]) -> list[str]:
+    """``names`` in the order to start them on a few threads: never measured first (their cost is unknown),
+    then by ``seconds`` (the last batch's time per photo), slowest first; ties keep the given order."""
+    return sorted(names, key=lambda n: -seconds.get(n, float("inf")))
 
 
 class Pipeline:
@@ -123,6 +164,18 @@ class Pipeline:
         self._pool = ThreadPoolExecutor(
             max_workers=config.decode_workers, thread_name_prefix="phototag-decode"
         )
+        self.analyze_workers = config.analyze_workers or (2 if usable_cores() >= 2 else 1)
+        """How many analyzers run at once on a batch (``analyze_workers``, 0 resolved)."""
+        self._analyze_pool = (
+            ThreadPoolExecutor(max_workers=self.analyze_workers, thread_name_prefix="phototag-analyze")
+            if self.analyze_workers > 1
+            else None
+        )
+        self._analyzer_seconds: dict[str, float] = {}  # seconds per photo of each analyzer's last batch
+        self.stage_seconds: dict[str, float] = {"analyze": 0.0, "prepare_wait": 0.0, "write_wait": 0.0}
+        """Wall seconds, summed over this pipeline's life, of the analyze stage, and of :meth:`run` waiting for
+        a batch's prepare stage (stat, hash, decode) or for the previous batch's writes to finish: what the
+        benchmark splits a run's time into."""
 
     @classmethod
     def from_config(
@@ -167,19 +220,7 @@ class Pipeline:
         return self._fingerprints
 
     def _writer_fingerprints(self) -> dict[str, str]:
-        """``writer:NAME`` -> the writer's fingerprint (its settings that change what it writes): when one
-        changes, the metadata is written again from the cached results, without running a model."""
-        out = {}
-        for writer in self.writers:
-            if not isinstance(writer, Fingerprinted):
-                continue
-            try:
-                out[f"writer:{writer.name}"] = str(writer.fingerprint())
-            except Exception as e:
-                log.error(
-                    "writer %s: fingerprint() failed (%s): its metadata is written every time", writer.name, e
-                )
-        return out
+        return writer_fingerprints(self.writers)
 
     def is_current(self, path: Path) -> bool:
         """Stat-only check: was ``path`` done with the current analyzers, is it unchanged since, and are the
@@ -197,7 +238,7 @@ class Pipeline:
         """Process one batch to the end; returns one outcome per path, in order. Photos that a library
         analyzer asks to rewrite are written too (logged, not returned)."""
         outcomes = self._finish(self._prepare(paths, force), dry_run)
-        for outcome in self._rewrites(dry_run):
+        for outcome in self.rewrites(dry_run):
             log.info("%s: %s", display(outcome.path), outcome.message or outcome.status)
         return outcomes
 
@@ -209,10 +250,12 @@ class Pipeline:
         dry_run: bool = False,
         on_outcome: Callable[[Outcome], None] | None = None,
     ) -> Summary:
-        """Process every path in batches of ``config.batch_size``; preparing batch k+1 while k is analysed.
+        """Process every path in batches of ``config.batch_size``: batch k+1 is prepared while batch k is
+        analysed and batch k-1 written (one thread each, so ``on_outcome`` is called from the writing thread,
+        one outcome at a time).
 
         A photo that is done and unchanged (the common case of a re-scan) is told apart here, before any
-        batch, by :class:`_DoneFolders` (a dict lookup and a stat); everything else takes the batch stages.
+        batch, by :class:`DoneFolders` (a dict lookup and a stat); everything else takes the batch stages.
         Outcomes come in the order of ``paths`` all the same."""
         summary = Summary()
         start = time.monotonic()
@@ -220,15 +263,34 @@ class Pipeline:
         pending: tuple[Future[list[_Item]], list[Path | Outcome]] | None = None
         entries: list[Path | Outcome] = []  # the batch being filled, in the same form
         todo = 0  # paths among entries
-        done = None if force else _DoneFolders(self.state, self.fingerprints, self._clean_once)
+        done = None if force else self.done_folders()
         preparer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phototag-prepare")
+        writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phototag-write")
+        writing: Future[None] | None = None  # the analysed batch being written
+
+        def write_out(items: list[_Item], order: list[Path | Outcome]) -> None:
+            self._emit(_in_order(order, self._write_batch(items, dry_run)), summary, on_outcome)
+
+        def drain() -> None:
+            """Wait for the batch being written (its outcomes are then emitted)."""
+            nonlocal writing
+            if writing is not None:
+                future, writing = writing, None
+                waited = time.perf_counter()
+                future.result()
+                self.stage_seconds["write_wait"] += time.perf_counter() - waited
 
         def finish_pending() -> None:
-            nonlocal pending
+            nonlocal pending, writing
             if pending is not None:
                 future, order = pending
                 pending = None
-                self._emit(_in_order(order, self._finish(future.result(), dry_run)), summary, on_outcome)
+                waited = time.perf_counter()
+                items = future.result()
+                self.stage_seconds["prepare_wait"] += time.perf_counter() - waited
+                self._analyze_all([i for i in items if i.outcome is None])
+                drain()  # one batch written at a time, in order
+                writing = writer.submit(write_out, items, order)
 
         def submit() -> None:
             nonlocal pending, entries, todo
@@ -250,6 +312,7 @@ class Pipeline:
                     else:
                         if pending is not None:
                             finish_pending()
+                        drain()
                         summary.add(skip)
                         if on_outcome is not None:
                             on_outcome(skip)
@@ -261,9 +324,11 @@ class Pipeline:
             if todo:
                 submit()
             finish_pending()
-            self._emit(list(self._rewrites(dry_run)), summary, on_outcome)
+            drain()
+            self._emit(list(self.rewrites(dry_run)), summary, on_outcome)
         finally:
             preparer.shutdown(wait=True, cancel_futures=True)
+            writer.shutdown(wait=True)  # an interrupted run still finishes writing what was analysed
         summary.seconds = time.monotonic() - start
         return summary
 
@@ -284,6 +349,8 @@ class Pipeline:
     def close(self) -> None:
         """Unload models, close writers (exiftool) and the decode pool. The state DB stays open for the caller."""
         self._pool.shutdown(wait=True)
+        if self._analyze_pool is not None:
+            self._analyze_pool.shutdown(wait=True)
         try:
             self.claims.release_all()
         except PhototagError as e:
@@ -313,7 +380,7 @@ class Pipeline:
             if on_outcome is not None:
                 on_outcome(outcome)
 
-    def _clean_once(self, folder: Path) -> None:
+    def clean_once(self, folder: Path) -> None:
         """Remove the stale temp files a killed run left in ``folder``, once per folder and run, whether or
         not anything is written there now (never while another process writes there: the lock must be free)."""
         with self._cleaned_lock:
@@ -323,66 +390,95 @@ class Pipeline:
         if not self.state.readonly:  # a dry run changes nothing
             clean_folder(folder)
 
-    def _rewrites(self, dry_run: bool) -> Iterator[Outcome]:
+    def done_folders(self) -> DoneFolders:
+        """The re-scan's stat-only "done" test for a walk (:class:`DoneFolders`), cleaning each folder it reads."""
+        return DoneFolders(self.state, self.fingerprints, self.clean_once)
+
+    def rewrites(self, dry_run: bool) -> Iterator[Outcome]:
         """Write again, from cached results, the photos library analyzers asked for. Rewrites do not ask the
         library analyzers again, so this ends."""
         for batch in _batches(self.library.take_rewrites(), self.config.batch_size):
             yield from self._finish(self._prepare(batch, False, rewrite=True), dry_run, update=False)
 
-    def _prepare(self, paths: Sequence[Path], force: bool, rewrite: bool = False) -> list[_Item]:
-        items = [_Item(Path(p)) for p in paths]
-        fingerprints = self.fingerprints(refresh=True)
-        list(self._pool.map(lambda item: self._prepare_one(item, force, fingerprints, rewrite), items))
-        return items
+    # -- the stages one photo takes, public for other runners (phototag.cluster): one code path -----------------
 
-    def _prepare_one(
-        self, item: _Item, force: bool, fingerprints: dict[str, str], rewrite: bool = False
-    ) -> None:
-        self._clean_once(item.path.parent)
+    def check(self, path: Path, fingerprints: dict[str, str], *, force: bool = False) -> Item:
+        """Stage 1, stat only: an :class:`Item` already finished (``outcome``: skipped, done with
+        ``fingerprints`` and unchanged; or failed, the file cannot be stat'ed) or still open, to be read
+        (:func:`read_photo`, which hashes every byte: another process may do it) and :meth:`plan`-ned."""
+        item = Item(Path(path))
+        self.clean_once(item.path.parent)
         try:
             st = item.path.stat()
-            if not force and not rewrite and self._done(item.path, st, fingerprints):
-                item.outcome = Outcome(item.path, "skipped", "already done with the same models")
-                return
-            item.known = self.state.file_record(item.path) is not None
-            item.photo = make_photo(item.path)
-        except FileNotFoundError:
-            item.outcome = Outcome(
-                item.path, "failed", f"{display(item.path)}: file vanished before it was read", True
-            )
-            return
         except OSError as e:
-            item.outcome = _failed_io(item.path, e, "reading")
-            return
-        except FileError as e:  # not a regular file
-            item.outcome = Outcome(item.path, "failed", str(e))
-            return
-        self.plan_runs(item, item.photo, force, fingerprints)
+            item.outcome = unreadable(item.path, e)
+            return item
+        if not force and self._done(item.path, st, fingerprints):
+            item.outcome = Outcome(item.path, "skipped", "already done with the same models")
+            return item
+        item.known = self.state.file_record(item.path) is not None
+        return item
+
+    def plan(self, item: Item, photo: Photo, fingerprints: dict[str, str], *, force: bool = False) -> None:
+        """Stage 1, what the open ``item`` (read as ``photo``) needs (:meth:`plan_runs`): the analyzers still to
+        run in ``item.todo`` (then :meth:`claim` it), or, when every result is cached (a rename, a copy, a
+        changed writer setting), its size, read from the header."""
+        item.photo = photo
+        self.plan_runs(item, photo, force, fingerprints)
         if item.todo:
-            # one process analyses a photo at a time: another scan or the daemon may be at it already
-            held = self.claims.claim([item.path])
-            if item.path in held:
-                other = held[item.path]
+            return
+        try:
+            item.width, item.height = photo_dimensions(item.path)
+        except FileError as e:
+            item.outcome = Outcome(item.path, "failed", str(e))
+        except OSError as e:
+            item.outcome = failed_io(item.path, e, "decoding")
+
+    def claim(self, items: Sequence[Item]) -> None:
+        """Claim the open items that need a model, in one transaction: one process analyses a photo at a time
+        (another scan or the daemon may be at it already: that item is skipped, naming the process)."""
+        wanted = [i for i in items if i.outcome is None and i.todo]
+        if not wanted:
+            return
+        held = self.claims.claim([i.path for i in wanted])
+        for item in wanted:
+            other = held.get(item.path)
+            if other is None:
+                item.claimed = True
+            else:
                 item.outcome = Outcome(
                     item.path, "skipped", f"being analysed by another phototag process (pid {other.pid} on "
                     f"{other.host})"
                 )  # fmt: skip
-                return
-            item.claimed = True
-        min_side = max((a.input_size for a in item.todo), default=0)
+
+    def _prepare(self, paths: Sequence[Path], force: bool, rewrite: bool = False) -> list[Item]:
+        fingerprints = self.fingerprints(refresh=True)
+        return list(self._pool.map(lambda p: self._prepare_one(Path(p), force, fingerprints, rewrite), paths))
+
+    def _prepare_one(
+        self, path: Path, force: bool, fingerprints: dict[str, str], rewrite: bool = False
+    ) -> Item:
+        item = self.check(path, fingerprints, force=force or rewrite)
+        if item.outcome is not None:
+            return item
+        photo = read_photo(item.path)
+        if isinstance(photo, Outcome):
+            item.outcome = photo
+            return item
+        self.plan(item, photo, fingerprints, force=force)
+        self.claim([item])
+        if item.outcome is not None or not item.todo:
+            return item
         try:
-            if item.todo:
-                item.image = decode(item.photo, min_side, self.config.image)
-                item.width, item.height = item.image.width, item.image.height
-            else:
-                # every result is cached (a rename, a copy, a changed writer setting): only the size is needed
-                item.width, item.height = photo_dimensions(item.path)
+            item.image = decode(photo, max(a.input_size for a in item.todo), self.config.image)
+            item.width, item.height = item.image.width, item.image.height
         except FileError as e:
             item.outcome = Outcome(item.path, "failed", str(e))
         except OSError as e:
-            item.outcome = _failed_io(item.path, e, "decoding")
+            item.outcome = failed_io(item.path, e, "decoding")
+        return item
 
-    def plan_runs(self, item: _Item, photo: Photo, force: bool, fingerprints: dict[str, str]) -> None:
+    def plan_runs(self, item: Item, photo: Photo, force: bool, fingerprints: dict[str, str]) -> None:
         """What ``item`` (read as ``photo``) needs: each analyzer's cached result (the state DB, else the
         photo's JSON sidecar) in ``item.runs``, the analyzers still to run in ``item.todo``; a broken analyzer
         fails alone, with its reason. Used by the local pipeline and the cluster runner alike."""
@@ -410,22 +506,37 @@ class Pipeline:
                 item.todo.append(analyzer)
 
     def _finish(self, items: list[_Item], dry_run: bool, update: bool = True) -> list[Outcome]:
-        live = [i for i in items if i.outcome is None]
-        for analyzer in self.analyzers:
-            batch = [i for i in live if analyzer in i.todo]
-            if batch:
-                self._analyze(analyzer, batch)
-        for item in live:
-            item.outcome = self._write_and_record(item, dry_run)
+        self._analyze_all([i for i in items if i.outcome is None])
+        return self._write_batch(items, dry_run, update)
+
+    def _write_batch(self, items: list[_Item], dry_run: bool, update: bool = True) -> list[Outcome]:
+        """Write and record each analysed item of a batch, then settle it; returns the outcomes in order."""
         for item in items:
-            item.image = None  # free pixels as soon as the batch is done
-        claimed = [i.path for i in items if i.claimed]
-        if claimed:
-            self.claims.release(claimed)
-        outcomes = [i.outcome for i in items if i.outcome is not None]
-        if update and not dry_run:
-            self.library.update([o.result for o in outcomes if o.result is not None and o.status != "failed"])
-        return outcomes
+            if item.outcome is None:
+                item.outcome = self._write_and_record(item, dry_run)
+        return self.settle(items, dry_run, update)
+
+    def _analyze_all(self, live: list[_Item]) -> None:
+        """Every analyzer on its share of the batch: one after the other, or ``analyze_workers`` at once, the
+        slowest first (longest-first keeps the last one from running alone). Each writes its own key of
+        each item's ``runs``; results do not depend on the order."""
+        start = time.perf_counter()
+        try:
+            self._analyze_each(live)
+        finally:
+            self.stage_seconds["analyze"] += time.perf_counter() - start
+
+    def _analyze_each(self, live: list[_Item]) -> None:
+        work = [(a, [i for i in live if a in i.todo]) for a in self.analyzers]
+        work = [(a, batch) for a, batch in work if batch]
+        if self._analyze_pool is None or len(work) < 2:
+            for analyzer, batch in work:
+                self._analyze(analyzer, batch)
+            return
+        order = slowest_first([a.name for a, _ in work], self._analyzer_seconds)
+        work.sort(key=lambda w: order.index(w[0].name))
+        for future in [self._analyze_pool.submit(self._analyze, a, batch) for a, batch in work]:
+            future.result()
 
     def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
         name = analyzer.name
@@ -436,110 +547,195 @@ class Pipeline:
             for item in batch:
                 item.runs[name] = AnalyzerRun(name, analyzer.task, model, fingerprint, None, ran.error)
             return
+        self._analyzer_seconds[name] = ran.seconds_each
         for item, analysis in zip(batch, ran.analyses, strict=True):
             item.runs[name] = AnalyzerRun(
                 name, analyzer.task, model, fingerprint, analysis, None, ran.seconds_each
             )
 
-    def _write_and_record(self, item: _Item, dry_run: bool) -> Outcome:
+    def result(self, item: Item) -> PhotoResult:
+        """What the writers get for an analysed (or fully cached) item: its runs in analyzer order, plus what the
+        library analyzers contribute now."""
         assert item.photo is not None
-        photo = item.photo
         runs = tuple(item.runs[a.name] for a in self.analyzers if a.name in item.runs)
-        result = PhotoResult(photo, item.width, item.height, runs)
+        result = PhotoResult(item.photo, item.width, item.height, runs)
         if self.library.analyzers:
             result = replace(result, runs=runs + self.library.contributions(result, self.fingerprints()))
-            runs = result.runs
-        errors = [r.error for r in runs if r.error]
+        return result
+
+    def _write_and_record(self, item: Item, dry_run: bool) -> Outcome:
+        """Stages 3 and 4 in this process: write under the folder's lock and record before releasing it."""
+        result = self.result(item)
         if dry_run:
-            return Outcome(item.path, "dry-run", "; ".join(errors), result=result)
+            return self.record(item, result, Written("dry-run"))
         try:
             with folder_lock(item.path.parent):
-                return self._write_locked(item, result, errors)
+                return self.record(item, result, write_locked(self.writers, result))
         except FolderBusy as e:
-            return Outcome(item.path, "failed", str(e), True, result)
+            return self.record(item, result, Written("busy", message=str(e), transient=True))
 
-    def _write_locked(self, item: _Item, result: PhotoResult, errors: list[str]) -> Outcome:
-        """Write and record one photo while holding its folder's lock (no other phototag writes there)."""
-        photo, runs = result.photo, result.runs
-        try:
-            st = item.path.stat()
-        except OSError as e:
-            return _failed_io(item.path, e, "re-checking")
-        if (st.st_size, st.st_mtime_ns) != (photo.size, photo.mtime_ns):
-            if not errors and self._done(item.path, st, self.fingerprints()):
+    def record(self, item: Item, result: PhotoResult, written: Written) -> Outcome:
+        """Stage 4: the item's outcome from what the write did (here or in another process), recorded in the
+        state DB: results by content hash, and the file's stat *after* the write with the fingerprints it is
+        done with, so that a re-scan is stat-only. Only the process that holds the state DB calls this."""
+        path, runs = item.path, result.runs
+        errors = [r.error for r in runs if r.error]
+        if written.status == "dry-run":
+            return Outcome(path, "dry-run", "; ".join(errors), result=result)
+        if written.status == "busy":  # the folder's lock was not free
+            return Outcome(path, "failed", written.message, written.transient, result)
+        if written.status == "failed":
+            return Outcome(path, "failed", written.message, written.transient)
+        now = written.photo
+        if written.status == "changed":
+            assert now is not None
+            if not errors and self.state.is_done(path, now.size, now.mtime_ns, self.fingerprints()):
                 # another phototag process on this state DB finished it while we analysed it
-                return Outcome(item.path, "skipped", "done meanwhile by another phototag process")
-            return Outcome(
-                item.path, "failed", f"{display(item.path)}: changed while being analysed; will retry", True
-            )
-        for writer in self.writers:
-            try:
-                writer.write(result)
-            except Exception as e:
-                message = (
-                    str(e) if isinstance(e, FileError) else f"{display(item.path)}: writer {writer.name}: {e}"
-                )
-                log.error("%s", message)
-                self._record_failure(item.path, message, photo.content_hash)
-                return Outcome(item.path, "failed", message, _is_transient(e), result)
-        try:
-            written = self._after_write(photo)
-        except FileNotFoundError:
-            message = (
-                f"{display(item.path)}: moved or deleted right after its metadata was written; not recorded"
-            )
-            return Outcome(item.path, "failed", message, True, result)
-        except OSError as e:
-            return _failed_io(item.path, e, "recording")
+                return Outcome(path, "skipped", "done meanwhile by another phototag process")
+            return Outcome(path, "failed", f"{display(path)}: changed while being analysed; will retry", True)
+        if written.status == "writer-failed":
+            log.error("%s", written.message)
+            if now is not None:
+                self.state.record_failed(path, now.size, now.mtime_ns, written.message, now.content_hash)
+            return Outcome(path, "failed", written.message, written.transient, result)
+        assert now is not None
+        photo = result.photo
         cacheable = [r for r in runs if r.task != "library"]  # contributions change with the library
         self.state.store_runs(photo.content_hash, cacheable)
-        if written.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
-            self.state.store_runs(written.content_hash, cacheable)
+        if now.content_hash != photo.content_hash:  # embed mode changed the bytes: keep results findable
+            self.state.store_runs(now.content_hash, cacheable)
         ok = {r.analyzer: r.fingerprint for r in runs if r.error is None and r.task != "library"}
         # writers' and library analyzers' settings too (``library:NAME``): a photo is done with exactly these
         ok.update((k, v) for k, v in self.fingerprints().items() if k.startswith(("writer:", "library:")))
         self.state.record_done(
-            written,
+            now,
             ok,
             "; ".join(errors) or None,
             status="failed" if errors else "done",
-            outputs=self._outputs(item.path),
+            outputs=list(written.outputs),
         )
         if self.hook is not None:
             notify(self.hook, "photo_processed", result=result)
         if errors:
-            return Outcome(item.path, "failed", "; ".join(errors), False, result)
-        return Outcome(item.path, "rewritten" if item.known and not item.todo else "tagged", result=result)
+            return Outcome(path, "failed", "; ".join(errors), False, result)
+        return Outcome(path, "rewritten" if item.known and not item.todo else "tagged", result=result)
 
-    def _outputs(self, path: Path) -> list[str]:
-        """Names of the files the writers made for ``path`` that exist now (beside the photo)."""
-        names = []
-        for writer in self.writers:
-            for out in writer.owned_files(path) if isinstance(writer, OwnsFiles) else ():
-                if os.path.lexists(out):
-                    names.append(out.name)
-        return names
+    def settle(self, items: Sequence[Item], dry_run: bool, update: bool = True) -> list[Outcome]:
+        """The end of a batch whose items all have an outcome: free pixels, release the claims, tell the
+        library analyzers what changed (``update``); returns the outcomes in order."""
+        for item in items:
+            item.image = None  # free pixels as soon as the batch is done
+        claimed = [i.path for i in items if i.claimed]
+        if claimed:
+            self.claims.release(claimed)
+        outcomes = [i.outcome for i in items if i.outcome is not None]
+        if update and not dry_run:
+            self.library.update([o.result for o in outcomes if o.result is not None and o.status != "failed"])
+        return outcomes
 
-    def _after_write(self, photo: Photo) -> Photo:
-        """The photo as it is on disk after our writes (embed mode changes size, mtime and bytes)."""
-        st = photo.path.stat()
-        if (st.st_size, st.st_mtime_ns) == (photo.size, photo.mtime_ns):
-            return photo
-        return replace(photo, size=st.st_size, mtime_ns=st.st_mtime_ns, content_hash=hash_file(photo.path))
 
-    def _record_failure(self, path: Path, message: str, content_hash: str | None) -> None:
+def writer_fingerprints(writers: Sequence[Writer]) -> dict[str, str]:
+    """``writer:NAME`` -> the writer's fingerprint (its settings that change what it writes): when one
+    changes, the metadata is written again from the cached results, without running a model."""
+    out = {}
+    for writer in writers:
+        if not isinstance(writer, Fingerprinted):
+            continue
         try:
-            st = path.stat()
-            self.state.record_failed(path, st.st_size, st.st_mtime_ns, message, content_hash)
-        except OSError:
-            pass
+            out[f"writer:{writer.name}"] = str(writer.fingerprint())
+        except Exception as e:
+            log.error(
+                "writer %s: fingerprint() failed (%s): its metadata is written every time", writer.name, e
+            )
+    return out
+
+
+def read_photo(path: Path) -> Photo | Outcome:
+    """Stage 1's read: stat and hash every byte (:func:`phototag.files.make_photo`); a file that cannot be
+    read is its failed outcome, naming it."""
+    try:
+        return make_photo(path)
+    except (OSError, FileError) as e:
+        return unreadable(path, e)
+
+
+def unreadable(path: Path, e: OSError | FileError) -> Outcome:
+    """The outcome of a file that could not be stat'ed or read (vanished: transient; not a regular file)."""
+    if isinstance(e, FileNotFoundError):
+        return Outcome(path, "failed", f"{display(path)}: file vanished before it was read", True)
+    if isinstance(e, OSError):
+        return failed_io(path, e, "reading")
+    return Outcome(path, "failed", str(e))
+
+
+def write_photo(writers: Sequence[Writer], result: PhotoResult) -> Written:
+    """Stage 3 where the photo is (this process or a Ray worker): :func:`write_locked` under the folder's lock."""
+    try:
+        with folder_lock(result.photo.path.parent):
+            return write_locked(writers, result)
+    except FolderBusy as e:
+        return Written("busy", message=str(e), transient=True)
+
+
+def write_locked(writers: Sequence[Writer], result: PhotoResult) -> Written:
+    """Write one photo's metadata with every writer, while holding its folder's lock (no other phototag writes
+    there). A file that changed since it was planned (``result.photo``'s stat) is not written. Idempotent: the
+    same ``result`` written twice gives the same files (a retried batch is harmless). Never raises for the
+    photo: every failure is a :class:`Written` naming it."""
+    photo = result.photo
+    path = photo.path
+    try:
+        st = path.stat()
+    except OSError as e:
+        failed = failed_io(path, e, "re-checking")
+        return Written("failed", message=failed.message, transient=failed.transient)
+    if (st.st_size, st.st_mtime_ns) != (photo.size, photo.mtime_ns):
+        return Written("changed", replace(photo, size=st.st_size, mtime_ns=st.st_mtime_ns))
+    for writer in writers:
+        try:
+            writer.write(result)
+        except Exception as e:
+            message = str(e) if isinstance(e, FileError) else f"{display(path)}: writer {writer.name}: {e}"
+            try:
+                st = path.stat()
+                now: Photo | None = replace(photo, size=st.st_size, mtime_ns=st.st_mtime_ns)
+            except OSError:
+                now = None
+            return Written("writer-failed", now, message=message, transient=_is_transient(e))
+    try:
+        after = _after_write(photo)
+    except FileNotFoundError:
+        message = f"{display(path)}: moved or deleted right after its metadata was written; not recorded"
+        return Written("failed", message=message, transient=True)
+    except OSError as e:
+        failed = failed_io(path, e, "recording")
+        return Written("failed", message=failed.message, transient=failed.transient)
+    return Written("written", after, _outputs(writers, path))
+
+
+def _outputs(writers: Sequence[Writer], path: Path) -> tuple[str, ...]:
+    """Names of the files the writers made for ``path`` that exist now (beside the photo)."""
+    names = []
+    for writer in writers:
+        for out in writer.owned_files(path) if isinstance(writer, OwnsFiles) else ():
+            if os.path.lexists(out):
+                names.append(out.name)
+    return tuple(names)
+
+
+def _after_write(photo: Photo) -> Photo:
+    """The photo as it is on disk after our writes (embed mode changes size, mtime and bytes)."""
+    st = photo.path.stat()
+    if (st.st_size, st.st_mtime_ns) == (photo.size, photo.mtime_ns):
+        return photo
+    return replace(photo, size=st.st_size, mtime_ns=st.st_mtime_ns, content_hash=hash_file(photo.path))
 
 
 _MAX_HELD = 4096
 """At most this many skipped photos wait behind an unfinished batch (then it is started short)."""
 
 
-class _DoneFolders:
+class DoneFolders:
     """The re-scan's "done" test as a dict lookup: per folder, one bulk read of the state
     (:meth:`StateDB.done_in`) and one listing (for the files the writers made), then per photo a lookup and a
     stat. True only when :meth:`StateDB.is_done` would say so; anything it cannot vouch for (a new or changed
@@ -594,6 +790,9 @@ class _DoneFolders:
         self._done = self._state.done_in(where, fingerprints)
 
 
+_DoneFolders = DoneFolders  # its earlier name
+
+
 def _may_hold_temp_files(names: list[str]) -> bool:
     """False when no name in the listing can be a temp file (:func:`phototag.tempfiles.is_temp_name`: each
     begins with ``.`` or ends with exiftool's suffix), tested on the joined names at C speed, so that a
@@ -629,7 +828,8 @@ def _batches(paths: Iterable[Path], size: int) -> Iterator[list[Path]]:
         yield batch
 
 
-def _failed_io(path: Path, e: OSError, doing: str) -> Outcome:
+def failed_io(path: Path, e: OSError, doing: str) -> Outcome:
+    """The failed outcome of an I/O error while ``doing`` something to ``path`` (transient when worth a retry)."""
     transient = e.errno in TRANSIENT_ERRNOS
     hint = " (check the file's permissions)" if e.errno in (errno.EACCES, errno.EPERM) else ""
     if e.errno == errno.ENOSPC:

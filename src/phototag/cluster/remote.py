@@ -1,9 +1,11 @@
-"""What runs on the Ray workers: decode tasks, the model actor and the shared-storage check.
+"""What runs on the Ray workers: read and decode tasks, the model actor, the writer actor and the storage check.
 
-Plain functions and a plain class, made remote by :mod:`.runner` when it connects (so that importing this
-module never imports Ray). Everything here returns per-photo errors as values: a photo that cannot be decoded,
-or a batch an analyzer fails on, comes back as a message naming the file or analyzer, exactly as the local
-pipeline reports it; only a dying process fails a task, and Ray retries that.
+Plain functions and plain classes, made remote by :mod:`.runner` when it connects (so that importing this
+module never imports Ray). Everything here returns per-photo errors as values: a photo that cannot be read or
+decoded, a batch an analyzer fails on, or a writer that fails comes back as a message naming the file or
+analyzer, exactly as the local pipeline reports it; only a dying process fails a task, and Ray retries that.
+Reading, decoding and writing use the local pipeline's own functions (:func:`phototag.pipeline.read_photo`,
+:func:`phototag.images.decode`, :func:`phototag.pipeline.write_photo`).
 """
 
 from __future__ import annotations
@@ -14,14 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, ImageSettings
-from ..errors import FileError, display
-from ..files import make_photo
+from ..errors import FileError
 from ..images import decode
 from ..manager import get_plugin_manager
-from ..pipeline import _failed_io
+from ..outcomes import Outcome
+from ..pipeline import Written, failed_io, read_photo, write_photo, writer_fingerprints
 from ..registration import close_writers, register_plugins
 from ..runtime import AnalyzerRuntime
-from ..types import Analysis, DecodedImage, Photo
+from ..types import Analysis, DecodedImage, Photo, PhotoResult
 
 
 @dataclass(frozen=True)
@@ -45,22 +47,10 @@ class Analysed:
     error: str | None = None
 
 
-def hash_batch(paths: list[str]) -> list[Photo | tuple[str, bool]]:
-    """Stat and hash each photo (:func:`phototag.files.make_photo`, the local scan's own), where the bytes are
-    read anyway; one that cannot be read is its message and whether that is transient (worth a retry)."""
-    out: list[Photo | tuple[str, bool]] = []
-    for text in paths:
-        path = Path(text)
-        try:
-            out.append(make_photo(path))
-        except FileNotFoundError:
-            out.append((f"{display(path)}: file vanished before it was read", True))
-        except FileError as e:  # not a regular file
-            out.append((str(e), False))
-        except OSError as e:
-            failed = _failed_io(path, e, "reading")
-            out.append((failed.message, failed.transient))
-    return out
+def hash_batch(paths: list[str]) -> list[Photo | Outcome]:
+    """Stat and hash each photo (the local scan's :func:`~phototag.pipeline.read_photo`), where the bytes are
+    read anyway; one that cannot be read is its failed outcome, naming it."""
+    return [read_photo(Path(text)) for text in paths]
 
 
 def decode_batch(jobs: list[Job], settings: ImageSettings) -> list[DecodedImage | str]:
@@ -72,7 +62,7 @@ def decode_batch(jobs: list[Job], settings: ImageSettings) -> list[DecodedImage 
         except FileError as e:
             out.append(str(e))
         except OSError as e:
-            out.append(f"{display(job.photo.path)}: error while decoding: {e.strerror or e}")
+            out.append(failed_io(job.photo.path, e, "decoding").message)
     return out
 
 
@@ -132,3 +122,30 @@ class ModelWorker:
 
     def close(self) -> None:
         self.runtime.close()
+
+
+class WriterWorker:
+    """A writer actor, one per node that analyses: the writers the plugins register on this node (exiftool kept
+    running between batches), writing where the photos are, so that the driver only records. Each photo is
+    written by :func:`~phototag.pipeline.write_photo` (folder lock, "changed since planned" check, every writer
+    in its own error boundary) and comes back as a small :class:`~phototag.pipeline.Written`."""
+
+    def __init__(self, config: Config) -> None:
+        pm, _ = get_plugin_manager()
+        found = register_plugins(config, pm)
+        self.writers = found.writers
+
+    def describe(self) -> dict[str, object]:
+        """Where this actor runs and its writers' fingerprints (the driver checks they match its own)."""
+        return {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "fingerprints": writer_fingerprints(self.writers),
+        }
+
+    def write(self, results: list[PhotoResult]) -> list[Written]:
+        """Write each photo's metadata; idempotent, so a batch retried after this actor died is harmless."""
+        return [write_photo(self.writers, result) for result in results]
+
+    def close(self) -> None:
+        close_writers(self.writers)
