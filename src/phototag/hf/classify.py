@@ -34,12 +34,19 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
-from ..config import Config, PluginSettings
+from ..config import Config
 from ..errors import ConfigError, ModelUnavailableError
-from ..onnxbackend import Backend, OrtNetwork, Quantize
+from ..onnxbackend import OrtNetwork
 from ..types import Analysis, DecodedImage, Device, Tag, Task, fingerprint_of
 from .base import HFAnalyzer
-from .embed import image_features, is_dual_encoder, normalise, pixel_values, text_features
+from .embed import (
+    TowerBackendSettings,
+    image_features,
+    is_dual_encoder,
+    normalise,
+    pixel_values,
+    text_features,
+)
 from .loading import ModelSource, load_config, load_model, load_processor, release_model, torch_dtype
 from .vocabulary import DEFAULT_TEMPLATES, Label, Vocabulary, load_vocabulary
 
@@ -57,7 +64,7 @@ Mode = Literal["zero-shot", "fixed"]
 Scoring = Literal["softmax", "sigmoid"]
 
 
-class HFClassifierSettings(PluginSettings):
+class HFClassifierSettings(TowerBackendSettings):
     model: str = DEFAULT_MODEL
     """A hub id or a local folder: CLIP/SigLIP (zero-shot) or an image-classification model (fixed labels)."""
     revision: str | None = None
@@ -69,16 +76,6 @@ class HFClassifierSettings(PluginSettings):
     top_k: int = Field(5, ge=1, le=1000)
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     scoring: Literal["auto", "softmax", "sigmoid"] = "auto"
-    backend: Backend = "torch"
-    """What runs a CLIP/SigLIP model's image and text towers: ``torch``; ``onnx`` (ONNX Runtime: each tower
-    exported once from the weights into the ONNX cache; an error when it cannot be used); ``auto``: ONNX
-    Runtime for each tower that exports and matches fp32 torch on real photos, else torch (the reason is
-    logged). Default torch: the export costs a copy of the model on disk and its first load, for a gain measured
-    only per machine (bench/pipeline_bench.py)."""
-    onnx_quantize: Quantize = "none"
-    """With ONNX Runtime: ``int8`` also quantises each tower (dynamic int8 matrix multiplications: about twice
-    as fast as fp32 ONNX Runtime for CLIP B/32 on a CPU), used only when it too matches fp32 torch on real
-    photos, else fp32 is used."""
 
 
 # In-memory text-embedding cache: (model id, revision, dtype, vocabulary digest, templates) -> [labels, dim].

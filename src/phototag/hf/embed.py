@@ -34,13 +34,9 @@ DEFAULT_MODEL = "openai/clip-vit-base-patch32"
 EmbedKind = Literal["dual", "vision"]
 
 
-class HFEmbedderSettings(PluginSettings):
-    model: str = DEFAULT_MODEL
-    """A hub id or a local folder: CLIP/SigLIP for text search and similarity, DINOv2 for similarity only."""
-    revision: str | None = None
-    """Hub branch, tag or commit (hub ids only)."""
-    pooling: Literal["auto", "cls", "mean"] = "auto"
-    """Image-only encoders: ``cls`` (the pooled CLS token, the default) or ``mean`` of the patch tokens."""
+class TowerBackendSettings(PluginSettings):
+    """The settings of a model whose image and text towers may run on ONNX Runtime (``embed``, ``classify``)."""
+
     backend: Backend = "torch"
     """What runs a CLIP/SigLIP model's image and text towers: ``torch``; ``onnx`` (ONNX Runtime: each tower
     exported once from the weights into the ONNX cache; an error when it cannot be used); ``auto``: ONNX
@@ -51,6 +47,15 @@ class HFEmbedderSettings(PluginSettings):
     """With ONNX Runtime: ``int8`` also quantises each tower (dynamic int8 matrix multiplications: about twice
     as fast as fp32 ONNX Runtime for CLIP B/32 on a CPU), used only when it too matches fp32 torch on real
     photos, else fp32 is used."""
+
+
+class HFEmbedderSettings(TowerBackendSettings):
+    model: str = DEFAULT_MODEL
+    """A hub id or a local folder: CLIP/SigLIP for text search and similarity, DINOv2 for similarity only."""
+    revision: str | None = None
+    """Hub branch, tag or commit (hub ids only)."""
+    pooling: Literal["auto", "cls", "mean"] = "auto"
+    """Image-only encoders: ``cls`` (the pooled CLS token, the default) or ``mean`` of the patch tokens."""
 
 
 # -- helpers shared with classify ---------------------------------------------------------------------------
