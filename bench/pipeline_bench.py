@@ -51,7 +51,7 @@ from phototag.config import Config, load_config, parse_overrides
 from phototag.errors import PhototagError
 from phototag.exiftool import Exiftool
 from phototag.files import hash_file, iter_photos, make_photo
-from phototag.hardware import probe
+from phototag.hardware import probe, usable_cores
 from phototag.images import decode, read_image
 from phototag.pipeline import Outcome, Pipeline
 from phototag.plugins.sidecar import sidecar_path as json_sidecar_path
@@ -791,13 +791,32 @@ def naive_loop(
     }
 
 
+def children_cpu() -> float:
+    """CPU seconds of this process's live child processes (the writers' exiftool, started by whichever thread
+    wrote first), from /proc (0 elsewhere)."""
+    total, me = 0.0, os.getpid()
+    tick = os.sysconf("SC_CLK_TCK")
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        if int(fields[1]) == me:  # ppid
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+    return total
+
+
 def pipeline_scan(pipeline: Pipeline, config: Config, folder: Path, n: int) -> dict[str, Any]:
     """One ``Pipeline.run`` over ``folder`` (walk, stat, hash, decode, analyze, write XMP + JSON, record)."""
     outcomes: list[Outcome] = []
     stages = dict(pipeline.stage_seconds)
+    own, kids = os.times(), children_cpu()
     t = time.perf_counter()
     summary = pipeline.run(iter_photos([folder], config), on_outcome=outcomes.append)
     seconds = time.perf_counter() - t
+    after = os.times()
+    own_cpu = after.user + after.system - own.user - own.system
+    exiftool_cpu = children_cpu() - kids
     stages = {k: v - stages[k] for k, v in pipeline.stage_seconds.items()}
     if summary.tagged != n:  # a correctness check, not a timing one
         problems = "; ".join(o.message for o in summary.failures[:3])
@@ -815,6 +834,7 @@ def pipeline_scan(pipeline: Pipeline, config: Config, folder: Path, n: int) -> d
         "prepare_wait_ms_per_image": stages["prepare_wait"] * 1000 / n,
         "non_model_share": 1 - stages["analyze"] / seconds,
         "analyze_workers": pipeline.analyze_workers,
+        "cpu_ms_per_image": {"phototag": own_cpu * 1000 / n, "exiftool": exiftool_cpu * 1000 / n},
     }
 
 
@@ -937,6 +957,16 @@ def bench_whole(
         "ms/image",
         note=f"{best['non_model_share']:.1%} of wall (target <= 10%): walk, stat, hash, decode not overlapped "
         f"(waited {best['prepare_wait_ms_per_image']:.1f} ms/image), writes, records",
+    )
+    cpu = best["cpu_ms_per_image"]
+    cores = usable_cores()
+    report.add(
+        "whole",
+        "  pipeline: CPU per photo (phototag + its exiftool)",
+        cpu["phototag"] + cpu["exiftool"],
+        "ms/image",
+        note=f"phototag {cpu['phototag']:.0f}, exiftool {cpu['exiftool']:.0f}: on {cores} cores at most "
+        f"{cores * 1000 / (cpu['phototag'] + cpu['exiftool']):.1f} images/s",
     )
     report.add(
         "whole",
