@@ -374,11 +374,15 @@ def survey_folder(folder: Path, pristine: Pristine, mode: str, *, expect_tagged:
 # -- scan processes ---------------------------------------------------------------------------------------------
 
 
-def scan_command(folder: Path, state_db: Path, mode: str, log: Path, *, batch_size: int = 4) -> list[str]:
+def scan_command(
+    folder: Path, state_db: Path, mode: str, log: Path, *, batch_size: int = 4, delay: float = 0.0
+) -> list[str]:
+    """``delay``: seconds the counting analyzer spends on each photo (keeps a scan at work long enough for a
+    kill to land while it writes)."""
     return [
         sys.executable, "-m", "phototag",
         "--set", f"state_db={state_db}", "--set", f"metadata.mode={mode}", "--set", f"batch_size={batch_size}",
-        "--set", f"plugins.counting.log={log}",
+        "--set", f"plugins.counting.log={log}", "--set", f"plugins.counting.delay={delay}",
         "scan", "--json", str(folder),
     ]  # fmt: skip
 

@@ -33,6 +33,9 @@ N_PHOTOS = 240  # 120 of them with a user sidecar
 FOLDERS = 4
 KILLS = 20  # kill -9s per mode
 BUDGET = 70.0  # seconds of killing and restarting per mode, at most
+# seconds of "model" per photo: scans tag fast enough that, without it, most kills land after the tree is done
+# (then they test a stat-only re-scan, not a write)
+DELAY = 0.05
 # a scan next to a killed one may also meet the killed writer's temp file before it is stale (TempBusy)
 ALLOWED = (*TRANSIENT, "will be tried again")
 
@@ -70,7 +73,10 @@ def test_concurrent_scans_killed_at_random_then_one_clean_scan(
     def launch(slot: int) -> None:
         nonlocal launched
         scan = Scan(
-            scan_command(folder, dbs[slot], mode, log), env, tmp_path / f"scan{launched:03d}", dbs[slot]
+            scan_command(folder, dbs[slot], mode, log, delay=DELAY),
+            env,
+            tmp_path / f"scan{launched:03d}",
+            dbs[slot],
         )
         launched += 1
         draw = rng.random()
