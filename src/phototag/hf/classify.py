@@ -20,6 +20,9 @@ Settings (``plugins.classify``)::
 A label's own ``threshold`` in the vocabulary wins over ``threshold`` here, which wins over the vocabulary
 file's default. Text embeddings of the vocabulary are computed once per model and vocabulary, kept in memory
 and saved next to the state DB (``<state_db folder>/cache/``), so a restart does not re-encode them.
+
+Why one module of ~450 lines: the two modes share the settings, the loading and the tower routing (torch or
+ONNX Runtime, :mod:`phototag.hf.onnxtowers`); the text-embedding cache is part of the zero-shot mode.
 """
 
 from __future__ import annotations
