@@ -1,5 +1,5 @@
 """The bulk re-scan path: a folder's state read at once (``StateDB.done_in``), a dict lookup and a stat per photo
-(``pipeline._DoneFolders``), and the walk's compiled name rules (``files._Rules``). Each must decide exactly as
+(``pipeline.DoneFolders``), and the walk's compiled name rules (``files._Rules``). Each must decide exactly as
 the per-file path it replaces (``StateDB.is_done``, ``files.is_candidate``), and a re-scan must handle changed,
 new, deleted and renamed photos among unchanged ones as before. Real photos, real SQLite, the JSON sidecar
 writer; nothing here is timed (bench/pipeline_bench.py measures the speed)."""
@@ -19,7 +19,7 @@ from phototag.config import Config
 from phototag.files import _Rules, discover, is_candidate, iter_photos
 from phototag.manager import get_plugin_manager, registered
 from phototag.outcomes import Outcome
-from phototag.pipeline import Pipeline, _DoneFolders, _may_hold_temp_files
+from phototag.pipeline import DoneFolders, Pipeline, _may_hold_temp_files
 from phototag.plugins.sidecar import sidecar_path
 from phototag.state import StateDB
 from phototag.tempfiles import EXIFTOOL_SUFFIX, is_temp_name, own_temp_name
@@ -183,14 +183,14 @@ def test_bulk_test_agrees_with_the_per_file_test(tree: Path, make_config, tmp_pa
     with registered(pm, Plugin(MeanColour()), "meancolour"), Pipeline.from_config(config, pm) as pipeline:
         fingerprints = pipeline.fingerprints(refresh=True)
         cleaned: list[Path] = []
-        bulk = _DoneFolders(pipeline.state, pipeline.fingerprints, cleaned.append)
+        bulk = DoneFolders(pipeline.state, pipeline.fingerprints, cleaned.append)
         answers = {}
         for path, st in discover(tree, config, lambda p, why: pytest.fail(f"{p}: {why}")):
             slow = pipeline.state.is_done(path, st.st_size, st.st_mtime_ns, fingerprints)
             assert bulk.is_done(path) == slow, path
             answers[path] = slow
         other = {**fingerprints, "meancolour": "another"}
-        stale = _DoneFolders(pipeline.state, lambda: other, cleaned.append)
+        stale = DoneFolders(pipeline.state, lambda: other, cleaned.append)
         assert not any(stale.is_done(p) for p in answers)
         pipeline.state.close()
     assert answers[odd] and answers[nested / "cat.jpg"]

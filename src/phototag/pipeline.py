@@ -103,9 +103,6 @@ class Item:
     known: bool = False  # the state DB had a record of this path (then no model run = "rewritten")
 
 
-_Item = Item  # the name the analysis stage uses
-
-
 WriteStatus = Literal["written", "changed", "writer-failed", "busy", "failed", "dry-run"]
 
 
@@ -260,7 +257,7 @@ class Pipeline:
         summary = Summary()
         start = time.monotonic()
         # the batch being prepared or analysed, and its paths in order with the skips found among them
-        pending: tuple[Future[list[_Item]], list[Path | Outcome]] | None = None
+        pending: tuple[Future[list[Item]], list[Path | Outcome]] | None = None
         entries: list[Path | Outcome] = []  # the batch being filled, in the same form
         todo = 0  # paths among entries
         done = None if force else self.done_folders()
@@ -268,7 +265,7 @@ class Pipeline:
         writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phototag-write")
         writing: Future[None] | None = None  # the analysed batch being written
 
-        def write_out(items: list[_Item], order: list[Path | Outcome]) -> None:
+        def write_out(items: list[Item], order: list[Path | Outcome]) -> None:
             self._emit(_in_order(order, self._write_batch(items, dry_run)), summary, on_outcome)
 
         def drain() -> None:
@@ -505,18 +502,18 @@ class Pipeline:
             else:
                 item.todo.append(analyzer)
 
-    def _finish(self, items: list[_Item], dry_run: bool, update: bool = True) -> list[Outcome]:
+    def _finish(self, items: list[Item], dry_run: bool, update: bool = True) -> list[Outcome]:
         self._analyze_all([i for i in items if i.outcome is None])
         return self._write_batch(items, dry_run, update)
 
-    def _write_batch(self, items: list[_Item], dry_run: bool, update: bool = True) -> list[Outcome]:
+    def _write_batch(self, items: list[Item], dry_run: bool, update: bool = True) -> list[Outcome]:
         """Write and record each analysed item of a batch, then settle it; returns the outcomes in order."""
         for item in items:
             if item.outcome is None:
                 item.outcome = self._write_and_record(item, dry_run)
         return self.settle(items, dry_run, update)
 
-    def _analyze_all(self, live: list[_Item]) -> None:
+    def _analyze_all(self, live: list[Item]) -> None:
         """Every analyzer on its share of the batch: one after the other, or ``analyze_workers`` at once, the
         slowest first (longest-first keeps the last one from running alone). Each writes its own key of
         each item's ``runs``; results do not depend on the order."""
@@ -526,7 +523,7 @@ class Pipeline:
         finally:
             self.stage_seconds["analyze"] += time.perf_counter() - start
 
-    def _analyze_each(self, live: list[_Item]) -> None:
+    def _analyze_each(self, live: list[Item]) -> None:
         work = [(a, [i for i in live if a in i.todo]) for a in self.analyzers]
         work = [(a, batch) for a, batch in work if batch]
         if self._analyze_pool is None or len(work) < 2:
@@ -538,7 +535,7 @@ class Pipeline:
         for future in [self._analyze_pool.submit(self._analyze, a, batch) for a, batch in work]:
             future.result()
 
-    def _analyze(self, analyzer: Analyzer, batch: list[_Item]) -> None:
+    def _analyze(self, analyzer: Analyzer, batch: list[Item]) -> None:
         name = analyzer.name
         fingerprint = self.fingerprints()[name]
         model = self.runtime.model_info(name)
@@ -788,9 +785,6 @@ class DoneFolders:
             self._clean(where)
         self._folder, self._for, self._names = folder, fingerprints, frozenset(names)
         self._done = self._state.done_in(where, fingerprints)
-
-
-_DoneFolders = DoneFolders  # its earlier name
 
 
 def _may_hold_temp_files(names: list[str]) -> bool:
